@@ -1,0 +1,33 @@
+// Command stackd is the multi-call binary of the offline profile's in-cluster components.
+// One static binary in one FROM-scratch image keeps the offline image small and lets every
+// component be started as `stackd <component> [flags]` from a Deployment's args.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/inference-sandbox/sandbox/internal/mocker"
+	"github.com/inference-sandbox/sandbox/internal/versions"
+)
+
+func main() {
+	root := &cobra.Command{
+		Use:           "stackd",
+		Short:         "In-cluster components of the sandbox's offline profile",
+		Long:          "stackd runs one component of the offline inference stack per process: stackd <component> [flags].",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       versions.Sandbox,
+	}
+	// Each component package exports NewCommand; add new components here, one line each.
+	root.AddCommand(
+		mocker.NewCommand(),
+	)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "stackd:", err)
+		os.Exit(1)
+	}
+}
