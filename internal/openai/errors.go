@@ -1,0 +1,48 @@
+// Package openai holds the OpenAI wire types shared by the simulator, the gateway data path
+// and the load generator, so that every component speaks byte-identical JSON.
+package openai
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// ErrorSourceHeader names the component that produced an error response
+// (gateway | bbr | epp | ext_authz | model), see shared/DESIGN.md "Names and contracts".
+const ErrorSourceHeader = "x-kaito-error-source"
+
+// Error is the body of an OpenAI error: {"error":{"message","type","param","code"}}.
+type Error struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    any     `json:"code"`
+}
+
+// ErrorEnvelope is the top-level OpenAI error document.
+type ErrorEnvelope struct {
+	Error Error `json:"error"`
+}
+
+// NewError builds an envelope; code may be a string (gateway codes such as "model_not_found")
+// or an int (the simulator mirrors vLLM, which puts the HTTP status there).
+func NewError(message, typ string, code any) ErrorEnvelope {
+	return ErrorEnvelope{Error: Error{Message: message, Type: typ, Code: code}}
+}
+
+// JSON renders the envelope; it cannot fail for these field types.
+func (e ErrorEnvelope) JSON() []byte {
+	b, _ := json.Marshal(e)
+	return b
+}
+
+// WriteError writes an OpenAI error response with the error-source header set.
+func WriteError(w http.ResponseWriter, status int, source string, env ErrorEnvelope) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if source != "" {
+		h.Set(ErrorSourceHeader, source)
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(env.JSON())
+}
