@@ -46,3 +46,48 @@ func WriteError(w http.ResponseWriter, status int, source string, env ErrorEnvel
 	w.WriteHeader(status)
 	_, _ = w.Write(env.JSON())
 }
+
+// Error types used by vLLM (and so by llm-d-inference-sim), keyed by HTTP status.
+const (
+	TypeBadRequest          = "BadRequestError"
+	TypeAuthentication      = "AuthenticationError"
+	TypePermissionDenied    = "PermissionDeniedError"
+	TypeNotFound            = "NotFoundError"
+	TypeUnprocessableEntity = "UnprocessableEntityError"
+	TypeRateLimit           = "RateLimitError"
+	TypeInternalServer      = "InternalServerError"
+	TypeAPIConnection       = "APIConnectionError"
+)
+
+// TypeForStatus maps an HTTP status to vLLM's error type name; statuses vLLM has no name
+// for fall back to APIConnectionError, as the upstream simulator does.
+func TypeForStatus(status int) string {
+	switch {
+	case status == http.StatusBadRequest:
+		return TypeBadRequest
+	case status == http.StatusUnauthorized:
+		return TypeAuthentication
+	case status == http.StatusForbidden:
+		return TypePermissionDenied
+	case status == http.StatusNotFound:
+		return TypeNotFound
+	case status == http.StatusUnprocessableEntity:
+		return TypeUnprocessableEntity
+	case status == http.StatusTooManyRequests:
+		return TypeRateLimit
+	case status >= http.StatusInternalServerError:
+		return TypeInternalServer
+	default:
+		return TypeAPIConnection
+	}
+}
+
+// NewStatusError builds the vLLM flavour of the envelope: the type follows the status and
+// code is the integer status itself. param may be empty for a JSON null.
+func NewStatusError(status int, message, param string) ErrorEnvelope {
+	env := NewError(message, TypeForStatus(status), status)
+	if param != "" {
+		env.Error.Param = &param
+	}
+	return env
+}
