@@ -1,0 +1,36 @@
+// Package root assembles the `sandbox` command tree.
+package root
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/inference-sandbox/sandbox/internal/cmd/nodeimage"
+	"github.com/inference-sandbox/sandbox/internal/cmdutil"
+	"github.com/inference-sandbox/sandbox/internal/versions"
+)
+
+// NewCmd returns the root command; f's fields are bound to the global flags.
+func NewCmd(f *cmdutil.Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "sandbox <command>",
+		Short: "A production LLM-inference stack on one machine",
+		Long: `sandbox brings up, on a kind cluster on this machine, a production LLM-inference stack:
+an API-key gateway, a body-based router, a KV-cache-aware endpoint picker, simulator-backed
+model pods on fake GPU nodes and metric-driven autoscaling, and shows where every request
+went and how many replicas each model runs.`,
+		Example: `  sandbox up                 # create the cluster and install the stack
+  sandbox status             # what is ready, and why not
+  sandbox down               # remove everything`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       versions.Sandbox,
+	}
+	cmd.SetOut(f.IOStreams.Out)
+	cmd.SetErr(f.IOStreams.ErrOut)
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.Name, "name", cmdutil.DefaultName, "name of the sandbox (and of its kind cluster)")
+	pf.StringVar(&f.Kubeconfig, "kubeconfig", "", "use this kubeconfig instead of the sandbox's own")
+
+	cmd.AddCommand(nodeimage.NewCmd(f))
+	return cmd
+}
