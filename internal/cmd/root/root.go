@@ -4,7 +4,13 @@ package root
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/inference-sandbox/sandbox/internal/cmd/down"
+	"github.com/inference-sandbox/sandbox/internal/cmd/kubeconfig"
 	"github.com/inference-sandbox/sandbox/internal/cmd/nodeimage"
+	"github.com/inference-sandbox/sandbox/internal/cmd/pending"
+	"github.com/inference-sandbox/sandbox/internal/cmd/status"
+	"github.com/inference-sandbox/sandbox/internal/cmd/up"
+	"github.com/inference-sandbox/sandbox/internal/cmd/version"
 	"github.com/inference-sandbox/sandbox/internal/cmdutil"
 	"github.com/inference-sandbox/sandbox/internal/versions"
 )
@@ -31,6 +37,14 @@ went and how many replicas each model runs.`,
 	pf.StringVar(&f.Name, "name", cmdutil.DefaultName, "name of the sandbox (and of its kind cluster)")
 	pf.StringVar(&f.Kubeconfig, "kubeconfig", "", "use this kubeconfig instead of the sandbox's own")
 
-	cmd.AddCommand(nodeimage.NewCmd(f))
+	cmd.AddCommand(
+		up.NewCmd(f, nil),
+		down.NewCmd(f),
+		status.NewCmd(f),
+		kubeconfig.NewCmd(f),
+		nodeimage.NewCmd(f),
+		version.NewCmd(f),
+	)
+	cmd.AddCommand(pending.NewCmds()...)
 	return cmd
 }

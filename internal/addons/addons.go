@@ -1,0 +1,88 @@
+// Package addons installs the components of a sandbox in dependency order, each one a step
+// that applies its objects idempotently (server-side apply) and then waits until it is ready.
+// The catalogue of a profile is data: an ordered list of Addons.
+package addons
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io/fs"
+	"text/template"
+
+	"github.com/inference-sandbox/sandbox/internal/kube"
+	"github.com/inference-sandbox/sandbox/internal/progress"
+)
+
+// Values parameterise the manifests of a catalogue.
+type Values struct {
+	// SystemNamespace holds the sandbox's own cluster-wide components.
+	SystemNamespace string
+	// StackdImage is the offline component image loaded into the nodes.
+	StackdImage string
+	// GPUsPerNode is the fake nvidia.com/gpu capacity of each worker.
+	GPUsPerNode int
+}
+
+// Env is what an addon needs to install itself.
+type Env struct {
+	Client *kube.Client
+	Status *progress.Status
+	Values Values
+}
+
+// Addon is one installable component.
+type Addon struct {
+	Name string
+	// Install applies the addon's objects; it must be safe to run again.
+	Install func(ctx context.Context, env *Env) error
+	// Ready blocks until the addon works, or fails saying what is not ready.
+	Ready func(ctx context.Context, env *Env) error
+}
+
+// InstallAll installs addons in order, one progress step each.
+func InstallAll(ctx context.Context, env *Env, list []Addon) error {
+	for _, a := range list {
+		step := env.Status.Start("Installing %s", a.Name)
+		err := a.Install(ctx, env)
+		if err == nil && a.Ready != nil {
+			err = a.Ready(ctx, env)
+		}
+		if err := step.End(err); err != nil {
+			return fmt.Errorf("installing %s: %w", a.Name, err)
+		}
+	}
+	return nil
+}
+
+// Render executes a manifest template from fsys with the values.
+func Render(fsys fs.FS, name string, v Values) ([]byte, error) {
+	src, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return nil, err
+	}
+	tmpl, err := template.New(name).Option("missingkey=error").Parse(string(src))
+	if err != nil {
+		return nil, fmt.Errorf("parsing %s: %w", name, err)
+	}
+	var buf bytes.Buffer
+	if err := tmpl.Execute(&buf, v); err != nil {
+		return nil, fmt.Errorf("rendering %s: %w", name, err)
+	}
+	return buf.Bytes(), nil
+}
+
+// applyTemplate renders and applies a manifest template.
+func applyTemplate(fsys fs.FS, name string) func(context.Context, *Env) error {
+	return func(ctx context.Context, env *Env) error {
+		data, err := Render(fsys, name, env.Values)
+		if err != nil {
+			return err
+		}
+		objs, err := kube.Decode(data)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		return env.Client.Apply(ctx, objs)
+	}
+}

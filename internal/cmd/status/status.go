@@ -1,0 +1,123 @@
+// Package status implements `sandbox status`.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/inference-sandbox/sandbox/internal/addons"
+	"github.com/inference-sandbox/sandbox/internal/cmdutil"
+	"github.com/inference-sandbox/sandbox/internal/egress"
+	"github.com/inference-sandbox/sandbox/internal/kube"
+	"github.com/inference-sandbox/sandbox/internal/observe"
+)
+
+// Options of `status`.
+type Options struct {
+	Output string
+}
+
+// components are the Deployments that make up the offline sandbox.
+func components() []observe.ComponentRef {
+	return []observe.ComponentRef{
+		{Name: "coredns", Namespace: "kube-system", Deployment: "coredns"},
+		{Name: "gpu-node-mocker", Namespace: addons.DefaultSystemNamespace, Deployment: "gpu-node-mocker"},
+	}
+}
+
+// NewCmd returns `sandbox status`.
+func NewCmd(f *cmdutil.Factory) *cobra.Command {
+	opts := &Options{}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show nodes, fake GPUs and components: ready or not, and why",
+		Long: `Show every node (with its fake GPUs), every sandbox component and the egress guard,
+each ready or not with the reason. Exits 1 when something is not ready, so scripts can
+wait on it.`,
+		Example: `  sandbox status
+  sandbox status -o json | jq '.nodes[] | {name, gpus}'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if opts.Output != "" && opts.Output != "json" && opts.Output != "table" {
+				return fmt.Errorf("-o %q: must be json or table", opts.Output)
+			}
+			st, err := collect(cmd.Context(), f)
+			if err != nil {
+				return err
+			}
+			if opts.Output == "json" {
+				enc := json.NewEncoder(f.IOStreams.Out)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(st); err != nil {
+					return err
+				}
+			} else {
+				printTable(f.IOStreams.Out, st)
+			}
+			if !st.Ready {
+				return &cmdutil.ExitError{Code: 1, Err: cmdutil.ErrSilent}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&opts.Output, "output", "o", "", "output format: table (default) or json")
+	return cmd
+}
+
+func collect(ctx context.Context, f *cmdutil.Factory) (*observe.Status, error) {
+	path := f.KubeconfigPath()
+	client, err := kube.New(path)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %q: %w (is it up? run `sandbox up`)", f.Name, err)
+	}
+	st, err := observe.Collect(ctx, client, components())
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %q is not reachable: %w (run `sandbox up` to repair it)", f.Name, err)
+	}
+	st.Name, st.Kubeconfig = f.Name, path
+	if err := egress.New().Check(ctx); err != nil {
+		st.EgressGuard = observe.Check{Reason: err.Error() + " (run `sandbox up` to reinstall it)"}
+		st.Ready = false
+	} else {
+		st.EgressGuard = observe.Check{OK: true}
+	}
+	return st, nil
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "NO"
+}
+
+func printTable(w io.Writer, st *observe.Status) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "NODE\tROLE\tREADY\tGPUS (USED/TOTAL)\tGPU\tWHY\n")
+	for _, n := range st.Nodes {
+		gpus := "-"
+		if n.Role == "worker" || n.GPUs > 0 {
+			gpus = fmt.Sprintf("%d/%d", n.GPUsUsed, n.GPUs)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, yesNo(n.Ready), gpus, dash(n.Product), n.Reason)
+	}
+	fmt.Fprintln(tw, "\t\t\t\t\t")
+	fmt.Fprintf(tw, "COMPONENT\tNAMESPACE\tREADY\tWHY\t\t\n")
+	for _, c := range st.Components {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\n", c.Name, c.Namespace, yesNo(c.Ready), c.Reason)
+	}
+	fmt.Fprintf(tw, "egress-guard\thost\t%s\t%s\t\t\n", yesNo(st.EgressGuard.OK), st.EgressGuard.Reason)
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,115 @@
+// Package images builds the offline profile's one component image: a FROM-scratch image
+// holding the static stackd binary. Its tag is the binary's content hash, so it is rebuilt
+// (and reloaded into the nodes) only when the binary changed.
+package images
+
+import (
+	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// Repository is the local repository of the stackd image.
+const Repository = "sandbox-stackd"
+
+// EnvStackd names an explicit stackd binary.
+const EnvStackd = "SANDBOX_STACKD"
+
+// FindStackd locates the stackd binary: the explicit path, $SANDBOX_STACKD, next to the
+// running executable, or on PATH.
+func FindStackd(explicit string) (string, error) {
+	candidates := []string{explicit, os.Getenv(EnvStackd)}
+	if exe, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "stackd"))
+	}
+	if p, err := exec.LookPath("stackd"); err == nil {
+		candidates = append(candidates, p)
+	}
+	for _, c := range candidates {
+		if c == "" {
+			continue
+		}
+		if fi, err := os.Stat(c); err == nil && fi.Mode().IsRegular() {
+			return filepath.Abs(c)
+		}
+		if c == explicit || c == os.Getenv(EnvStackd) {
+			return "", fmt.Errorf("stackd binary %s not found", c)
+		}
+	}
+	return "", errors.New("stackd binary not found next to sandbox or on PATH; build it with `make build` (or pass --stackd PATH)")
+}
+
+// CheckStatic rejects a dynamically linked binary: the image has no libc.
+func CheckStatic(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s is not a Linux executable: %w", path, err)
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("%s is dynamically linked; build it with CGO_ENABLED=0 (make build does)", path)
+		}
+	}
+	return nil
+}
+
+// Tag returns the image name for a binary: repository + first 12 hex digits of its sha256.
+func Tag(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return Repository + ":" + hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+// EnsureStackd builds the stackd image unless an image with the binary's hash exists, and
+// returns its name and whether it was built now.
+func EnsureStackd(ctx context.Context, binary string) (string, bool, error) {
+	if err := CheckStatic(binary); err != nil {
+		return "", false, err
+	}
+	image, err := Tag(binary)
+	if err != nil {
+		return "", false, fmt.Errorf("hashing %s: %w", binary, err)
+	}
+	if exec.CommandContext(ctx, "docker", "image", "inspect", image).Run() == nil {
+		return image, false, nil
+	}
+	dir, err := os.MkdirTemp("", "sandbox-stackd-image-")
+	if err != nil {
+		return "", false, err
+	}
+	defer os.RemoveAll(dir)
+	data, err := os.ReadFile(binary)
+	if err != nil {
+		return "", false, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "stackd"), data, 0o755); err != nil {
+		return "", false, err
+	}
+	// Runs as an unprivileged user by default; nothing in it needs root.
+	dockerfile := "FROM scratch\nCOPY stackd /stackd\nUSER 65532:65532\nENTRYPOINT [\"/stackd\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		return "", false, err
+	}
+	cmd := exec.CommandContext(ctx, "docker", "build", "-q", "-t", image, dir)
+	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", false, fmt.Errorf("building %s: %v: %s", image, err, strings.TrimSpace(string(out)))
+	}
+	return image, true, nil
+}

@@ -1,0 +1,56 @@
+package lifecycle
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/inference-sandbox/sandbox/internal/cluster"
+	"github.com/inference-sandbox/sandbox/internal/egress"
+	"github.com/inference-sandbox/sandbox/internal/progress"
+)
+
+// DownOptions of `down`.
+type DownOptions struct {
+	Name       string
+	Kubeconfig string
+	// StateDir is removed when it holds nothing else.
+	StateDir string
+	Status   *progress.Status
+}
+
+// Down deletes the cluster and everything the sandbox made for it: node containers,
+// kubeconfig, state directory, the kind network when unused, and the egress guard when no
+// kind cluster is left to guard. Images stay: they are caches, not state.
+func Down(ctx context.Context, o DownOptions) error {
+	if o.Status == nil {
+		o.Status = progress.Discard()
+	}
+	if err := cluster.Preflight(ctx); err != nil {
+		return err
+	}
+	mgr := cluster.New(o.Status)
+	step := o.Status.Start("Deleting cluster %q", o.Name)
+	if err := step.End(mgr.Delete(ctx, o.Name, o.Kubeconfig)); err != nil {
+		return err
+	}
+	if o.StateDir != "" {
+		// Remove() refuses non-empty directories: user files there survive.
+		_ = os.Remove(filepath.Join(o.StateDir, "kubeconfig.lock"))
+		if err := os.Remove(o.StateDir); err != nil && !os.IsNotExist(err) {
+			o.Status.Warnf("kept %s: %v", o.StateDir, err)
+		}
+	}
+	remaining, err := mgr.List()
+	if err != nil {
+		return err
+	}
+	if len(remaining) == 0 {
+		step := o.Status.Start("Removing the egress guard (no kind cluster left)")
+		if err := step.End(egress.New().Remove(ctx)); err != nil {
+			return fmt.Errorf("removing the egress guard: %w", err)
+		}
+	}
+	return nil
+}

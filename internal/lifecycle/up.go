@@ -1,0 +1,184 @@
+// Package lifecycle brings a whole sandbox up and down. `up` is a list of steps run in
+// order — engine check, egress guard, node image, component image, cluster, image loading,
+// addons — each idempotent, so running it again repairs what is missing and changes nothing
+// else. The e2e suite calls the same code.
+package lifecycle
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/inference-sandbox/sandbox/internal/addons"
+	"github.com/inference-sandbox/sandbox/internal/cluster"
+	"github.com/inference-sandbox/sandbox/internal/egress"
+	"github.com/inference-sandbox/sandbox/internal/images"
+	"github.com/inference-sandbox/sandbox/internal/kube"
+	"github.com/inference-sandbox/sandbox/internal/nodeimage"
+	"github.com/inference-sandbox/sandbox/internal/progress"
+)
+
+// Profiles.
+const (
+	ProfileOffline  = "offline"
+	ProfileUpstream = "upstream"
+)
+
+// Options of `up`.
+type Options struct {
+	Name        string
+	Profile     string
+	Workers     int
+	GPUsPerNode int
+	Models      string
+	// Kubeconfig is where the cluster's kubeconfig is written.
+	Kubeconfig string
+	// NodeImage overrides the node image (default: build or reuse the offline one).
+	NodeImage string
+	// Stackd is the path of the stackd binary (default: found next to sandbox).
+	Stackd string
+	// GatewayPort is the host port of the gateway on 127.0.0.1 (0: 30080 if free, else any).
+	GatewayPort int
+	Status      *progress.Status
+}
+
+// Result is what `up` made, for the final summary and for tests.
+type Result struct {
+	Created     bool
+	NodeImage   string
+	StackdImage string
+	Kubeconfig  string
+	GatewayURL  string
+	Duration    time.Duration
+}
+
+var validName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// Validate checks options before anything is touched.
+func (o *Options) Validate() error {
+	if !validName.MatchString(o.Name) || len(o.Name) > 40 {
+		return fmt.Errorf("--name %q: use lowercase letters, digits and '-', at most 40 characters", o.Name)
+	}
+	switch o.Profile {
+	case ProfileOffline:
+	case ProfileUpstream:
+		return errors.New("--profile upstream is not implemented yet; use --profile offline")
+	default:
+		return fmt.Errorf("--profile %q: must be offline or upstream", o.Profile)
+	}
+	if o.Workers < 1 || o.Workers > 8 {
+		return fmt.Errorf("--workers %d: must be between 1 and 8", o.Workers)
+	}
+	if o.GPUsPerNode < 1 || o.GPUsPerNode > 64 {
+		return fmt.Errorf("--gpus-per-node %d: must be between 1 and 64", o.GPUsPerNode)
+	}
+	switch o.Models {
+	case "default", "none":
+	default:
+		return fmt.Errorf("--models %q: must be default or none", o.Models)
+	}
+	if o.GatewayPort < 0 || o.GatewayPort > 65535 {
+		return fmt.Errorf("--gateway-port %d: not a port", o.GatewayPort)
+	}
+	if o.Kubeconfig == "" {
+		return errors.New("no kubeconfig path")
+	}
+	return nil
+}
+
+// Up creates or repairs the sandbox.
+func Up(ctx context.Context, o Options) (*Result, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Status == nil {
+		o.Status = progress.Discard()
+	}
+	start := time.Now()
+	res := &Result{Kubeconfig: o.Kubeconfig}
+	s := o.Status
+
+	steps := []struct {
+		name string
+		run  func() error
+	}{
+		{"Checking the container engine", func() error { return cluster.Preflight(ctx) }},
+		{"Installing the egress guard (no packet from the cluster leaves this machine)", func() error {
+			return egress.New().Ensure(ctx)
+		}},
+		{"Preparing the component image", func() error {
+			bin, err := images.FindStackd(o.Stackd)
+			if err != nil {
+				return err
+			}
+			image, built, err := images.EnsureStackd(ctx, bin)
+			if err == nil && built {
+				s.Infof("built %s from %s", image, bin)
+			}
+			res.StackdImage = image
+			return err
+		}},
+	}
+	for _, st := range steps {
+		if err := s.Start("%s", st.name).End(st.run()); err != nil {
+			return nil, fmt.Errorf("%s: %w", st.name, err)
+		}
+	}
+
+	// The node image reports its own stages.
+	res.NodeImage = o.NodeImage
+	if res.NodeImage == "" {
+		image, err := nodeimage.Build(ctx, nodeimage.Options{Status: s})
+		if err != nil {
+			return nil, err
+		}
+		res.NodeImage = image
+	}
+
+	mgr := cluster.New(s)
+	step := s.Start("Creating or reusing cluster %q (1 control-plane, %d workers)", o.Name, o.Workers)
+	created, err := mgr.Ensure(ctx, cluster.Spec{
+		Name: o.Name, Workers: o.Workers, NodeImage: res.NodeImage,
+		GatewayPort: o.GatewayPort, Kubeconfig: o.Kubeconfig,
+	})
+	if err := step.End(err); err != nil {
+		return nil, err
+	}
+	res.Created = created
+
+	client, err := kube.New(o.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	step = s.Start("Waiting for %d nodes to be Ready", o.Workers+1)
+	if err := step.End(client.WaitNodesReady(ctx, o.Workers+1, 4*time.Minute)); err != nil {
+		return nil, err
+	}
+	step = s.Start("Loading %s into the nodes", res.StackdImage)
+	loaded, err := mgr.LoadImage(ctx, o.Name, res.StackdImage)
+	if err := step.End(err); err != nil {
+		return nil, err
+	}
+	if len(loaded) > 0 {
+		s.Infof("loaded into %v", loaded)
+	}
+
+	env := &addons.Env{Client: client, Status: s, Values: addons.Values{
+		SystemNamespace: addons.DefaultSystemNamespace,
+		StackdImage:     res.StackdImage,
+		GPUsPerNode:     o.GPUsPerNode,
+	}}
+	if err := addons.InstallAll(ctx, env, addons.Offline()); err != nil {
+		return nil, err
+	}
+	if o.Models == "default" {
+		s.Warnf("model deployment is not available yet in this version; the cluster has no models")
+	}
+	if port, err := mgr.GatewayPort(ctx, o.Name); err == nil {
+		res.GatewayURL = fmt.Sprintf("http://127.0.0.1:%d", port)
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
