@@ -1,0 +1,592 @@
+package sim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/inference-sandbox/sandbox/internal/components/sim/kvcache"
+	"github.com/inference-sandbox/sandbox/internal/openai"
+)
+
+// Server is one simulated vLLM engine with its OpenAI HTTP API.
+type Server struct {
+	cfg         Config
+	display     string
+	served      map[string]bool
+	started     time.Time
+	rand        *lockedRand
+	lat         latencyModel
+	zeroLatency bool
+	sched       *scheduler
+	kv          *kvcache.Cache // nil when --enable-kvcache is off
+	metrics     *metrics
+	mux         *http.ServeMux
+	maxBody     int64
+	// extraHeaders are the x-inference-* headers from POD_NAME/POD_NAMESPACE, set on every
+	// response so tests and dashboards can see which pod answered.
+	extraHeaders map[string][]string
+	shutting     atomic.Bool
+	sleeping     atomic.Bool
+	devMode      bool
+	loras        loraState
+	failures     failureInjector
+}
+
+// New builds a simulator from a validated config. getenv reads POD_NAME, POD_NAMESPACE and
+// VLLM_SERVER_DEV_MODE (os.Getenv in production; tests pass their own).
+func New(cfg Config, getenv func(string) string) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid simulator config: %w", err)
+	}
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	m, err := newMetrics(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("register metrics: %w", err)
+	}
+	s := &Server{
+		cfg:          cfg,
+		display:      cfg.DisplayModel(),
+		served:       map[string]bool{},
+		started:      time.Now(),
+		rand:         newLockedRand(cfg.Seed),
+		metrics:      m,
+		maxBody:      int64(cfg.MaxRequestBodySizeMB) << 20,
+		extraHeaders: map[string][]string{},
+		devMode:      getenv("VLLM_SERVER_DEV_MODE") == "1",
+	}
+	s.lat = latencyModel{cfg: cfg, rand: s.rand}
+	s.zeroLatency = s.lat.isZero()
+	s.sched = newScheduler(cfg.MaxNumSeqs, cfg.MaxWaitingQueueLength, m)
+	if cfg.EnableKVCache {
+		s.kv = kvcache.New(cfg.KVCacheSize)
+	}
+	names := cfg.ServedModelNames
+	if len(names) == 0 {
+		names = []string{cfg.Model}
+	}
+	for _, n := range names {
+		s.served[n] = true
+	}
+	s.loras.init(m)
+	for _, l := range cfg.LoraModules {
+		s.loras.load(l)
+	}
+	s.failures.set(cfg.FailureInjectionRate, cfg.FailureTypes)
+	if pod := getenv("POD_NAME"); pod != "" {
+		s.extraHeaders["X-Inference-Pod"] = []string{pod}
+		s.extraHeaders["X-Inference-Port"] = []string{strconv.Itoa(cfg.Port)}
+	}
+	if ns := getenv("POD_NAMESPACE"); ns != "" {
+		s.extraHeaders["X-Inference-Namespace"] = []string{ns}
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/chat/completions", s.handleChat)
+	mux.HandleFunc("POST /v1/completions", s.handleCompletion)
+	mux.HandleFunc("GET /v1/models", s.handleModels)
+	mux.HandleFunc("POST /tokenize", s.handleTokenize)
+	mux.HandleFunc("GET /health", s.handleHealth)
+	mux.HandleFunc("GET /health/ready", s.handleReady)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("POST /v1/load_lora_adapter", s.handleLoadLora)
+	mux.HandleFunc("POST /v1/unload_lora_adapter", s.handleUnloadLora)
+	mux.HandleFunc("POST /sleep", s.handleSleep(true))
+	mux.HandleFunc("POST /wake_up", s.handleSleep(false))
+	mux.HandleFunc("GET /is_sleeping", s.handleIsSleeping)
+	s.mux = mux
+}
+
+// ServeHTTP makes the simulator an http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	for k, v := range s.extraHeaders {
+		h[k] = v
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// Config returns the effective configuration.
+func (s *Server) Config() Config { return s.cfg }
+
+// StartShutdown makes new inference requests fail with upstream's 503 while in-flight ones
+// finish; http.Server.Shutdown does the draining.
+func (s *Server) StartShutdown() { s.shutting.Store(true) }
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+func putBuf(b *[]byte) {
+	if cap(*b) <= 64<<10 {
+		*b = (*b)[:0]
+		bufPool.Put(b)
+	}
+}
+
+// readBody reads the request body into a pooled buffer, enforcing the body size limit.
+func (s *Server) readBody(r *http.Request, buf *[]byte) *apiError {
+	if r.ContentLength > s.maxBody {
+		return &apiError{status: http.StatusRequestEntityTooLarge, message: "request body too large"}
+	}
+	b := (*buf)[:0]
+	if r.ContentLength > 0 && int64(cap(b)) < r.ContentLength {
+		b = make([]byte, 0, r.ContentLength)
+	}
+	lr := io.LimitedReader{R: r.Body, N: s.maxBody + 1}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := lr.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			*buf = b
+			return badRequest("", "Failed to read and parse request body, %v", err)
+		}
+	}
+	*buf = b
+	if int64(len(b)) > s.maxBody {
+		return &apiError{status: http.StatusRequestEntityTooLarge, message: "request body too large"}
+	}
+	return nil
+}
+
+func (s *Server) writeError(w http.ResponseWriter, e *apiError) {
+	openai.WriteError(w, e.status, "", e.envelope())
+}
+
+// writeJSON writes a pre-encoded JSON body.
+func writeJSON(w http.ResponseWriter, status int, body []byte) {
+	h := w.Header()
+	h["Content-Type"] = []string{"application/json"}
+	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// resolveModel maps a requested model to the displayed name: the first served name for the
+// base model (whichever alias was used), the adapter name for a LoRA.
+func (s *Server) resolveModel(name string) (string, *apiError) {
+	if s.served[name] {
+		return s.display, nil
+	}
+	if s.loras.isLoaded(name) {
+		return name, nil
+	}
+	return "", &apiError{status: http.StatusNotFound, message: fmt.Sprintf("The model `%s` does not exist.", name), param: "model"}
+}
+
+// prepare runs the checks every inference request goes through, in upstream's order:
+// shutdown, synthetic errors, failure injection, model, context window, queue capacity.
+func (s *Server) prepare(r *http.Request, j *job, model string) *apiError {
+	if s.shutting.Load() {
+		return errShutdownAPI
+	}
+	if v := r.Header.Get("X-Return-Error"); v != "" {
+		code, err := strconv.Atoi(v)
+		if err != nil || code < 100 || code > 999 {
+			return badRequest("", "invalid X-Return-Error header value %q", v)
+		}
+		return &apiError{status: code, message: fmt.Sprintf("error %d requested by the X-Return-Error header", code)}
+	}
+	if e := s.failures.maybeFail(s.rand, model, s.cfg.MaxModelLen); e != nil {
+		return e
+	}
+	display, e := s.resolveModel(model)
+	if e != nil {
+		return e
+	}
+	j.model = display
+	if e := s.tokenize(j); e != nil {
+		return e
+	}
+	// More sub-requests than slots plus queue places could never all be admitted.
+	if j.subRequests() > s.cfg.MaxNumSeqs+s.cfg.MaxWaitingQueueLength {
+		return errQueueFullAPI
+	}
+	j.forceCacheMiss = r.Header.Get("X-Cache-Threshold-Finish-Reason") == "true"
+	j.created = time.Now().Unix()
+	reqID := ""
+	if s.cfg.EnableRequestIDHeaders {
+		reqID = r.Header.Get("X-Request-Id")
+	}
+	if reqID == "" {
+		reqID = s.rand.uuid()
+	}
+	if s.cfg.EnableRequestIDHeaders {
+		// The header is set here so that error responses that follow carry it too.
+		j.requestID = reqID
+	}
+	if j.chat {
+		j.id = "chatcmpl-" + reqID
+	} else {
+		j.id = "cmpl-" + reqID
+	}
+	return nil
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
+	buf := getBuf()
+	defer putBuf(buf)
+	if e := s.readBody(r, buf); e != nil {
+		s.writeError(w, e)
+		return
+	}
+	req, j, e := s.chatJob(*buf)
+	if e == nil {
+		e = s.prepare(r, j, req.Model)
+	}
+	if e != nil {
+		s.writeError(w, e)
+		return
+	}
+	s.serveJob(w, r, j, buf)
+}
+
+func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
+	buf := getBuf()
+	defer putBuf(buf)
+	if e := s.readBody(r, buf); e != nil {
+		s.writeError(w, e)
+		return
+	}
+	req, j, e := s.completionJob(*buf)
+	if e == nil {
+		e = s.prepare(r, j, req.Model)
+	}
+	if e != nil {
+		s.writeError(w, e)
+		return
+	}
+	s.serveJob(w, r, j, buf)
+}
+
+// serveJob runs a prepared job and writes its response.
+func (s *Server) serveJob(w http.ResponseWriter, r *http.Request, j *job, buf *[]byte) {
+	if j.requestID != "" {
+		w.Header()["X-Request-Id"] = []string{j.requestID}
+	}
+	loraDone := s.loras.track(j.model)
+	defer loraDone()
+	if j.stream {
+		st := newStreamSink(w, j)
+		results, err := s.runJob(r.Context(), j, st)
+		st.end(j, results, err, s)
+		return
+	}
+	results, err := s.runJob(r.Context(), j, discardSink{})
+	if err != nil {
+		var e *apiError
+		if errors.As(err, &e) {
+			s.writeError(w, e)
+		}
+		// Otherwise the client has gone; there is no one to answer.
+		return
+	}
+	*buf = s.appendResponse((*buf)[:0], j, results)
+	writeJSON(w, http.StatusOK, *buf)
+}
+
+// discardSink is the sink of non-streaming requests, which answer from the results.
+type discardSink struct{}
+
+func (discardSink) token(int, string) error       { return nil }
+func (discardSink) finish(int, string, int) error { return nil }
+
+var kvTransferPlaceholder = func() *openai.KVTransferParams {
+	dummy := "DUMMY_ID"
+	host := "DUMMY"
+	return &openai.KVTransferParams{DoRemotePrefill: true, RemoteEngineID: &dummy, RemoteBlockIDs: []any{"DUMMY_ID"},
+		RemoteHost: &host, RemotePort: 1234, TPSize: 1}
+}()
+
+// appendResponse encodes the non-streaming response.
+func (s *Server) appendResponse(b []byte, j *job, results []subResult) []byte {
+	var kv *openai.KVTransferParams
+	if j.remoteDecode {
+		kv = kvTransferPlaceholder
+	}
+	if j.chat {
+		resp := openai.ChatCompletion{ID: j.id, Object: openai.ObjectChatCompletion, Created: j.created, Model: j.model,
+			Choices: make([]openai.ChatCompletionChoice, len(results)), Usage: j.usage(results), KVTransferParams: kv}
+		for i := range results {
+			resp.Choices[i] = openai.ChatCompletionChoice{Index: i, FinishReason: results[i].finishReason,
+				Message: openai.AssistantMessage{Role: "assistant", Content: joinTokens(results[i].tokens)}}
+		}
+		return resp.AppendJSON(b)
+	}
+	resp := openai.Completion{ID: j.id, Object: openai.ObjectTextCompletion, Created: j.created, Model: j.model,
+		Choices: make([]openai.CompletionChoice, len(results)), Usage: j.usage(results), KVTransferParams: kv}
+	for i := range results {
+		reason := results[i].finishReason
+		resp.Choices[i] = openai.CompletionChoice{Index: i, FinishReason: &reason, Text: joinTokens(results[i].tokens)}
+	}
+	return resp.AppendJSON(b)
+}
+
+func (s *Server) handleModels(w http.ResponseWriter, _ *http.Request) {
+	list := openai.ModelList{Object: openai.ObjectList}
+	created := s.started.Unix()
+	names := s.cfg.ServedModelNames
+	if len(names) == 0 {
+		names = []string{s.cfg.Model}
+	}
+	for _, n := range names {
+		list.Data = append(list.Data, openai.Model{ID: n, Object: openai.ObjectModel, Created: created, OwnedBy: "vllm",
+			Root: s.cfg.Model, MaxModelLen: s.cfg.MaxModelLen})
+	}
+	for _, l := range s.loras.list() {
+		parent := s.display
+		list.Data = append(list.Data, openai.Model{ID: l.Name, Object: openai.ObjectModel, Created: created, OwnedBy: "vllm",
+			Root: l.Path, Parent: &parent, MaxModelLen: s.cfg.MaxModelLen})
+	}
+	body, _ := json.Marshal(list)
+	writeJSON(w, http.StatusOK, body)
+}
+
+// tokenizeRequest is vLLM's /tokenize body: a prompt or chat messages, not both.
+type tokenizeRequest struct {
+	Model    string               `json:"model"`
+	Prompt   *string              `json:"prompt"`
+	Messages []openai.ChatMessage `json:"messages"`
+}
+
+type tokenizeResponse struct {
+	MaxModelLen int      `json:"max_model_len"`
+	Count       int      `json:"count"`
+	Tokens      []uint32 `json:"tokens"`
+	TokenStrs   []string `json:"token_strs"`
+}
+
+func (s *Server) handleTokenize(w http.ResponseWriter, r *http.Request) {
+	buf := getBuf()
+	defer putBuf(buf)
+	if e := s.readBody(r, buf); e != nil {
+		s.writeError(w, e)
+		return
+	}
+	var req tokenizeRequest
+	if e := decodeBody(*buf, &req); e != nil {
+		s.writeError(w, e)
+		return
+	}
+	if req.Model != "" {
+		if _, e := s.resolveModel(req.Model); e != nil {
+			s.writeError(w, e)
+			return
+		}
+	}
+	var text string
+	switch {
+	case req.Prompt != nil && req.Messages != nil:
+		s.writeError(w, badRequest("", "only one of prompt or messages may be given"))
+		return
+	case req.Prompt != nil:
+		text = *req.Prompt
+	case req.Messages != nil:
+		var b bytes.Buffer
+		for _, m := range req.Messages {
+			fmt.Fprintf(&b, "### %s: %s\n", m.Role, m.Content.PlainText())
+		}
+		text = b.String()
+	default:
+		s.writeError(w, badRequest("", "either prompt or messages must be given"))
+		return
+	}
+	ids := tokenIDs([]uint32{}, text)
+	body, _ := json.Marshal(tokenizeResponse{MaxModelLen: s.cfg.MaxModelLen, Count: len(ids), Tokens: ids})
+	writeJSON(w, http.StatusOK, body)
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header()["Content-Type"] = []string{"application/json"}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header()["Content-Type"] = []string{"application/json"}
+	if time.Since(s.started) < s.cfg.StartupDuration.D() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleSleep toggles sleep mode, which upstream only honours with --enable-sleep-mode and
+// VLLM_SERVER_DEV_MODE=1; otherwise the call succeeds and changes nothing.
+func (s *Server) handleSleep(sleep bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		if s.cfg.EnableSleepMode && s.devMode {
+			s.sleeping.Store(sleep)
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+func (s *Server) handleIsSleeping(w http.ResponseWriter, _ *http.Request) {
+	body, _ := json.Marshal(map[string]bool{"is_sleeping": s.sleeping.Load()})
+	writeJSON(w, http.StatusOK, body)
+}
+
+type loraRequest struct {
+	LoraName string `json:"lora_name"`
+	LoraPath string `json:"lora_path"`
+}
+
+func (s *Server) handleLoadLora(w http.ResponseWriter, r *http.Request) {
+	var req loraRequest
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil || json.Unmarshal(body, &req) != nil || req.LoraName == "" {
+		s.writeError(w, badRequest("", "invalid load_lora_adapter request: lora_name is required"))
+		return
+	}
+	if s.served[req.LoraName] || !s.loras.load(LoraModule{Name: req.LoraName, Path: req.LoraPath}) {
+		s.writeError(w, badRequest("", "The lora adapter '%s' has already been loaded.", req.LoraName))
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Server) handleUnloadLora(w http.ResponseWriter, r *http.Request) {
+	var req loraRequest
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil || json.Unmarshal(body, &req) != nil || req.LoraName == "" {
+		s.writeError(w, badRequest("", "invalid unload_lora_adapter request: lora_name is required"))
+		return
+	}
+	if !s.loras.unload(req.LoraName) {
+		s.writeError(w, badRequest("", "The lora adapter '%s' cannot be found.", req.LoraName))
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// loraState tracks loaded adapters and which of them have running or waiting requests, for
+// vllm:lora_requests_info.
+type loraState struct {
+	mu      sync.Mutex
+	m       *metrics
+	loaded  map[string]LoraModule
+	running map[string]int
+}
+
+func (l *loraState) init(m *metrics) {
+	l.m, l.loaded, l.running = m, map[string]LoraModule{}, map[string]int{}
+}
+
+func (l *loraState) load(mod LoraModule) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.loaded[mod.Name]; ok {
+		return false
+	}
+	l.loaded[mod.Name] = mod
+	return true
+}
+
+func (l *loraState) unload(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.loaded[name]; !ok {
+		return false
+	}
+	delete(l.loaded, name)
+	return true
+}
+
+func (l *loraState) isLoaded(name string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, ok := l.loaded[name]
+	return ok
+}
+
+func (l *loraState) list() []LoraModule {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]LoraModule, 0, len(l.loaded))
+	for _, m := range l.loaded {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b LoraModule) int { return cmpString(a.Name, b.Name) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// track counts a request against its adapter while it is in flight. Base-model requests
+// cost nothing here (the common case).
+func (l *loraState) track(model string) func() {
+	if !l.isLoaded(model) {
+		return func() {}
+	}
+	l.mu.Lock()
+	l.running[model]++
+	l.publishLocked()
+	l.mu.Unlock()
+	return func() {
+		l.mu.Lock()
+		if l.running[model]--; l.running[model] <= 0 {
+			delete(l.running, model)
+		}
+		l.publishLocked()
+		l.mu.Unlock()
+	}
+}
+
+func (l *loraState) publishLocked() {
+	names := make([]string, 0, len(l.running))
+	for n := range l.running {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	l.m.setLoras(names, nil)
+}
+
+// ListenAndServe serves on 127.0.0.1:port-style addr until ctx ends, then drains.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	srv := &http.Server{Addr: addr, Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	s.StartShutdown()
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		return fmt.Errorf("shut down %s: %w", addr, err)
+	}
+	return nil
+}
