@@ -21,7 +21,7 @@ type Index struct {
 }
 
 type server struct {
-	ep  *datastore.Endpoint
+	ep       *datastore.Endpoint
 	id       int
 	capacity int
 	lru      *simplelru.LRU[uint64, struct{}]
