@@ -9,6 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/inference-sandbox/sandbox/internal/components/authz"
+	"github.com/inference-sandbox/sandbox/internal/components/bbr"
+	"github.com/inference-sandbox/sandbox/internal/components/notfound"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
 	"github.com/inference-sandbox/sandbox/internal/versions"
 )
@@ -25,6 +28,9 @@ func main() {
 	// Each component package exports NewCommand; add new components here, one line each.
 	root.AddCommand(
 		mocker.NewCommand(),
+		authz.NewCommand(),
+		bbr.NewCommand(),
+		notfound.NewCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "stackd:", err)
