@@ -75,7 +75,7 @@ func NewCommand() *cobra.Command {
 	fl.DurationVar(&f.refresh, "refresh-metrics-interval", f.refresh, "per-endpoint metrics scrape period")
 	fl.DurationVar(&f.staleness, "metrics-staleness-threshold", f.staleness, "age after which scraped metrics are not trusted")
 	fl.BoolVar(&f.secureServing, "secure-serving", f.secureServing, "serve ext_proc over TLS with a self-signed certificate")
-	fl.IntVarP(&f.verbosity, "v", "v", 0, "log verbosity; 2 and above logs every rejected request")
+	fl.IntVar(&f.verbosity, "v", 0, "log verbosity; 2 and above logs every rejected request")
 	fl.StringVar(&f.zapEncoder, "zap-encoder", "json", "accepted for compatibility; logs are always JSON")
 	fl.BoolVar(&f.tracing, "tracing", false, "accepted for compatibility; tracing is not implemented")
 	fl.BoolVar(&f.metricsAuth, "metrics-endpoint-auth", false, "accepted for compatibility; /metrics is never authenticated")
