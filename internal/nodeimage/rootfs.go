@@ -38,16 +38,16 @@ func hostDebianMirror() string {
 			line := strings.TrimSpace(sc.Text())
 			if u, ok := strings.CutPrefix(line, "URIs:"); ok {
 				for _, uri := range strings.Fields(u) {
-					if !strings.Contains(uri, "security") {
+					if isDebianArchive(uri) {
 						fh.Close()
 						return uri
 					}
 				}
 			}
-			if fields := strings.Fields(line); len(fields) >= 3 && fields[0] == "deb" && !strings.Contains(line, "security") {
-				fh.Close()
+			if fields := strings.Fields(line); len(fields) >= 3 && fields[0] == "deb" {
 				for _, f := range fields[1:] {
-					if strings.Contains(f, "://") {
+					if strings.Contains(f, "://") && isDebianArchive(f) {
+						fh.Close()
 						return f
 					}
 				}
@@ -56,6 +56,12 @@ func hostDebianMirror() string {
 		fh.Close()
 	}
 	return DefaultMirror
+}
+
+// isDebianArchive accepts Debian's main archive (or a mirror of it), not its security
+// archive and not another distribution's (an Ubuntu host's mirror has no bookworm).
+func isDebianArchive(uri string) bool {
+	return strings.Contains(uri, "debian") && !strings.Contains(uri, "security")
 }
 
 func (b *builder) rootfsDir() string {
