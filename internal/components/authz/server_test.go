@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,13 +12,12 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/inference-sandbox/sandbox/internal/extproc"
+	"github.com/inference-sandbox/sandbox/internal/extproc/extproctest"
 	"github.com/inference-sandbox/sandbox/internal/openai"
 )
 
@@ -33,24 +31,9 @@ type authzHarness struct {
 // startAuthz serves a real ext_authz server on loopback; synced gates its health.
 func startAuthz(t *testing.T, keys KeyStore, synced func(context.Context) error) *authzHarness {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, keys, synced) }()
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cc.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	ln := extproctest.Listen(t)
+	extproctest.Run(t, func(ctx context.Context) error { return Serve(ctx, ln, keys, synced) })
+	cc := extproctest.Dial(t, ln)
 	return &authzHarness{client: authv3.NewAuthorizationClient(cc), health: healthpb.NewHealthClient(cc)}
 }
 

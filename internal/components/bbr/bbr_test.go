@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -15,16 +14,14 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/inference-sandbox/sandbox/internal/extproc"
+	"github.com/inference-sandbox/sandbox/internal/extproc/extproctest"
 	"github.com/inference-sandbox/sandbox/internal/openai"
 )
 
@@ -39,38 +36,13 @@ type harness struct {
 // start runs a real BBR (Serve) on loopback listeners and connects a gRPC client to it.
 func start(t *testing.T, o Options) *harness {
 	t.Helper()
-	lns := make([]net.Listener, 3)
-	for i := range lns {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns[i] = ln
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, o, lns[0], lns[1], lns[2]) }()
-	dial := func(ln net.Listener) *grpc.ClientConn {
-		cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cc
-	}
-	ext, hc := dial(lns[0]), dial(lns[1])
-	t.Cleanup(func() {
-		ext.Close()
-		hc.Close()
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
+	ext, hl, ml := extproctest.Listen(t), extproctest.Listen(t), extproctest.Listen(t)
+	extproctest.Run(t, func(ctx context.Context) error { return Serve(ctx, o, ext, hl, ml) })
+	big := grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(64<<20), grpc.MaxCallRecvMsgSize(64<<20))
 	return &harness{
-		client:     extprocv3.NewExternalProcessorClient(ext),
-		health:     healthpb.NewHealthClient(hc),
-		metricsURL: "http://" + lns[2].Addr().String() + "/metrics",
+		client:     extprocv3.NewExternalProcessorClient(extproctest.Dial(t, ext, big)),
+		health:     healthpb.NewHealthClient(extproctest.Dial(t, hl)),
+		metricsURL: "http://" + ml.Addr().String() + "/metrics",
 	}
 }
 
@@ -458,52 +430,21 @@ func TestMetricsAndHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(resp.Body)
+	page, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
-	value := func(name string, labels map[string]string) float64 {
-		f, ok := families[name]
-		if !ok {
-			t.Fatalf("metric %s missing", name)
-		}
-	next:
-		for _, m := range f.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue next
-				}
-			}
-			if m.GetCounter() != nil {
-				return m.GetCounter().GetValue()
-			}
-			if m.GetHistogram() != nil {
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-			return m.GetGauge().GetValue()
-		}
-		t.Fatalf("metric %s%v missing", name, labels)
-		return 0
-	}
-	for _, c := range []struct {
-		name   string
-		labels map[string]string
-		want   float64
-	}{
-		{"bbr_success_total", nil, 2},
-		{"bbr_body_field_empty_total", map[string]string{"field": "model"}, 1},
-		{"bbr_body_field_not_found_total", map[string]string{"field": "model"}, 3},
-		{"bbr_plugin_duration_seconds", map[string]string{
-			"extension_point": "request", "plugin_type": "body-field-to-header", "plugin_name": "body-field-to-header"}, 7},
-		{"bbr_info", nil, 1},
+	// Exact series lines: the exposition format sorts labels, so upstream's names and labels can
+	// be compared as text.
+	for _, line := range []string{
+		"bbr_success_total 2\n",
+		`bbr_body_field_empty_total{field="model"} 1` + "\n",
+		`bbr_body_field_not_found_total{field="model"} 3` + "\n",
+		`bbr_plugin_duration_seconds_count{extension_point="request",plugin_name="body-field-to-header",plugin_type="body-field-to-header"} 7` + "\n",
+		`bbr_info{build_ref="`,
 	} {
-		if got := value(c.name, c.labels); got != c.want {
-			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		if !bytes.Contains(page, []byte(line)) {
+			t.Errorf("/metrics lacks %q", line)
 		}
 	}
 

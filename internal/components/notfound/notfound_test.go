@@ -3,12 +3,13 @@ package notfound
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/inference-sandbox/sandbox/internal/extproc/extproctest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -21,20 +22,9 @@ const (
 
 func start(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		http.DefaultClient.CloseIdleConnections()
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
+	ln := extproctest.Listen(t)
+	extproctest.Run(t, func(ctx context.Context) error { return Serve(ctx, ln) })
+	t.Cleanup(http.DefaultClient.CloseIdleConnections)
 	return "http://" + ln.Addr().String()
 }
 
