@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc"
@@ -58,4 +59,15 @@ func ServeHTTP(ctx context.Context, h http.Handler, ln net.Listener) error {
 		return fmt.Errorf("serving HTTP on %s: %w", ln.Addr(), err)
 	}
 	return nil
+}
+
+// Listen opens the TCP listener of one of a component's ports; what names it in the error.
+// An empty host binds all interfaces, port 0 picks a free port.
+func Listen(ctx context.Context, host string, port int, what string) (net.Listener, error) {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return nil, fmt.Errorf("listening for %s on port %d: %w", what, port, err)
+	}
+	return ln, nil
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -94,10 +93,9 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 	}
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(o.BindAddress, strconv.Itoa(o.GRPCPort)))
+	ln, err := extproc.Listen(ctx, o.BindAddress, o.GRPCPort, "ext_authz")
 	if err != nil {
-		return fmt.Errorf("listening for ext_authz on port %d: %w", o.GRPCPort, err)
+		return err
 	}
 
 	store := NewSecretStore(cs)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
-	"strconv"
 	"syscall"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -68,24 +67,16 @@ func Run(ctx context.Context, o Options) error {
 	if o.SecureServing {
 		return fmt.Errorf("--secure-serving=true is not supported by the offline BBR; run it with --secure-serving=false")
 	}
-	var lc net.ListenConfig
-	listen := func(name string, port int) (net.Listener, error) {
-		ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(o.BindAddress, strconv.Itoa(port)))
-		if err != nil {
-			return nil, fmt.Errorf("listening for %s on port %d: %w", name, port, err)
-		}
-		return ln, nil
-	}
-	ext, err := listen("ext_proc", o.GRPCPort)
+	ext, err := extproc.Listen(ctx, o.BindAddress, o.GRPCPort, "ext_proc")
 	if err != nil {
 		return err
 	}
-	hl, err := listen("health", o.GRPCHealthPort)
+	hl, err := extproc.Listen(ctx, o.BindAddress, o.GRPCHealthPort, "gRPC health")
 	if err != nil {
 		ext.Close()
 		return err
 	}
-	ml, err := listen("metrics", o.MetricsPort)
+	ml, err := extproc.Listen(ctx, o.BindAddress, o.MetricsPort, "metrics")
 	if err != nil {
 		ext.Close()
 		hl.Close()

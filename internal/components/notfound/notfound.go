@@ -82,10 +82,9 @@ func NewCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			var lc net.ListenConfig
-			ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(bind, strconv.Itoa(port)))
+			ln, err := extproc.Listen(ctx, bind, port, "notfound")
 			if err != nil {
-				return fmt.Errorf("notfound: listening on port %d: %w", port, err)
+				return err
 			}
 			return Serve(ctx, ln)
 		},
