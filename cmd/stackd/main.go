@@ -12,6 +12,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/components/authz"
 	"github.com/inference-sandbox/sandbox/internal/components/bbr"
 	"github.com/inference-sandbox/sandbox/internal/components/notfound"
+	"github.com/inference-sandbox/sandbox/internal/components/sim"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
 	"github.com/inference-sandbox/sandbox/internal/versions"
 )
@@ -31,6 +32,7 @@ func main() {
 		authz.NewCommand(),
 		bbr.NewCommand(),
 		notfound.NewCommand(),
+		sim.NewCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "stackd:", err)

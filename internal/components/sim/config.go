@@ -355,3 +355,16 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+// yamlKeys lists the top-level keys of a YAML document.
+func yamlKeys(data []byte) ([]string, error) {
+	var m map[string]json.RawMessage
+	if err := yaml.Unmarshal(data, &m); err != nil {
+		return nil, errNotMapping
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
