@@ -105,7 +105,13 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 		return out.finish(choice, res.finishReason, 0)
 	}
 
-	toks, reason := s.outputTokens(j, p, make([]string, 0, max(j.maxTokens, 16)))
+	var dst []string
+	if j.subRequests() == 1 && j.maxTokens <= len(j.tokenBuf) {
+		dst = j.tokenBuf[:0]
+	} else {
+		dst = make([]string, 0, max(j.maxTokens, 16))
+	}
+	toks, reason := s.outputTokens(j, p, dst)
 	res.tokens, res.finishReason, res.generated = toks, reason, len(toks)
 	stats.finishReason, stats.generatedTokens = reason, len(toks)
 
@@ -164,7 +170,10 @@ func (s *Server) belowCacheThreshold(j *job, p *prompt, cached int) bool {
 // runJob runs every sub-request of j, in the caller's goroutine when there is only one.
 // The first error cancels the others.
 func (s *Server) runJob(ctx context.Context, j *job, out sink) ([]subResult, error) {
-	results := make([]subResult, j.subRequests())
+	results := j.oneResult[:]
+	if j.subRequests() > 1 {
+		results = make([]subResult, j.subRequests())
+	}
 	if len(results) == 1 {
 		return results, s.runSub(ctx, j, 0, 0, out, &results[0])
 	}
@@ -193,8 +202,9 @@ func (s *Server) runJob(ctx context.Context, j *job, out sink) ([]subResult, err
 
 // usage aggregates the sub-results: prompt tokens count once per prompt, completion tokens
 // once per choice.
-func (j *job) usage(results []subResult) *openai.Usage {
-	u := &openai.Usage{PromptTokensDetails: &openai.PromptTokensDetails{}}
+func (j *job) usage(results []subResult) openai.Usage {
+	j.details = openai.PromptTokensDetails{}
+	u := openai.Usage{PromptTokensDetails: &j.details}
 	for i := range results {
 		r := &results[i]
 		if i%j.n == 0 {

@@ -60,6 +60,13 @@ type job struct {
 	remotePrefill  bool
 	forceCacheMiss bool   // X-Cache-Threshold-Finish-Reason: true
 	requestID      string // echoed in X-Request-Id when enabled
+
+	// Inline storage for the common single-choice request, so that it needs no separate
+	// allocations for its prompt, result, token list and usage details.
+	onePrompt [1]prompt
+	oneResult [1]subResult
+	tokenBuf  [32]string
+	details   openai.PromptTokensDetails
 }
 
 func (j *job) subRequests() int { return len(j.prompts) * j.n }
@@ -117,8 +124,8 @@ func commonFields(j *job, n, maxTokens *int64, maxParam string, ignoreEOS bool, 
 // chatJob parses and validates a chat completion request body.
 func (s *Server) chatJob(body []byte) (*openai.ChatCompletionRequest, *job, *apiError) {
 	var req openai.ChatCompletionRequest
-	if err := decodeBody(body, &req); err != nil {
-		return nil, nil, err
+	if err := openai.DecodeChatCompletionRequest(body, &req); err != nil {
+		return nil, nil, badRequest("", "Failed to read and parse request body, %v", err)
 	}
 	j := &job{chat: true, stream: req.Stream, includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
 	maxParam := "max_tokens"
@@ -147,7 +154,8 @@ func (s *Server) chatJob(body []byte) (*openai.ChatCompletionRequest, *job, *api
 			break
 		}
 	}
-	j.prompts = []prompt{p}
+	j.onePrompt[0] = p
+	j.prompts = j.onePrompt[:]
 	return &req, j, nil
 }
 

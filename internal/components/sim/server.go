@@ -176,11 +176,12 @@ func (s *Server) writeError(w http.ResponseWriter, e *apiError) {
 	openai.WriteError(w, e.status, "", e.envelope())
 }
 
-// writeJSON writes a pre-encoded JSON body.
+var contentTypeJSON = []string{"application/json"}
+
+// writeJSON writes a pre-encoded JSON body. Content-Length is left to net/http, which sets
+// it for bodies that fit its buffer, saving two allocations per request.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
-	h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	w.Header()["Content-Type"] = contentTypeJSON
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
@@ -327,9 +328,15 @@ func (s *Server) appendResponse(b []byte, j *job, results []subResult) []byte {
 	if j.remoteDecode {
 		kv = kvTransferPlaceholder
 	}
+	usage := j.usage(results)
 	if j.chat {
+		var one [1]openai.ChatCompletionChoice
+		choices := one[:]
+		if len(results) > 1 {
+			choices = make([]openai.ChatCompletionChoice, len(results))
+		}
 		resp := openai.ChatCompletion{ID: j.id, Object: openai.ObjectChatCompletion, Created: j.created, Model: j.model,
-			Choices: make([]openai.ChatCompletionChoice, len(results)), Usage: j.usage(results), KVTransferParams: kv}
+			Choices: choices, Usage: &usage, KVTransferParams: kv}
 		for i := range results {
 			resp.Choices[i] = openai.ChatCompletionChoice{Index: i, FinishReason: results[i].finishReason,
 				Message: openai.AssistantMessage{Role: "assistant", Content: joinTokens(results[i].tokens)}}
@@ -337,7 +344,7 @@ func (s *Server) appendResponse(b []byte, j *job, results []subResult) []byte {
 		return resp.AppendJSON(b)
 	}
 	resp := openai.Completion{ID: j.id, Object: openai.ObjectTextCompletion, Created: j.created, Model: j.model,
-		Choices: make([]openai.CompletionChoice, len(results)), Usage: j.usage(results), KVTransferParams: kv}
+		Choices: make([]openai.CompletionChoice, len(results)), Usage: &usage, KVTransferParams: kv}
 	for i := range results {
 		reason := results[i].finishReason
 		resp.Choices[i] = openai.CompletionChoice{Index: i, FinishReason: &reason, Text: joinTokens(results[i].tokens)}

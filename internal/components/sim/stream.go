@@ -127,7 +127,8 @@ func (s *streamSink) end(j *job, results []subResult, runErr error, srv *Server)
 		return
 	}
 	if j.includeUsage {
-		u := j.usage(results)
+		usage := j.usage(results)
+		u := &usage
 		if j.chat {
 			c := openai.ChatCompletionChunk{ID: j.id, Object: openai.ObjectChatCompletionChunk, Created: j.created,
 				Model: j.model, Usage: u, Choices: []openai.ChatChunkChoice{}}
