@@ -44,28 +44,38 @@ func (p *predicate) Filter(_ context.Context, _ *scheduling.CycleState, req *sch
 	return out
 }
 
-// NewDecode keeps decode or both-role pods, and pods without a role label.
-func NewDecode(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
-	if err := scheduling.DecodeParams(raw, &struct{}{}); err != nil {
-		return nil, err
+// paramless is the factory of a filter that takes no parameters.
+func paramless(typ string, keep func(req *scheduling.Request, e *datastore.Endpoint) bool) scheduling.Factory {
+	return func(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
+		if err := scheduling.DecodeParams(raw, &struct{}{}); err != nil {
+			return nil, err
+		}
+		return &predicate{tn: scheduling.TypedName{Type: typ, Name: name}, keep: keep}, nil
 	}
-	return &predicate{tn: scheduling.TypedName{Type: DecodeType, Name: name},
-		keep: func(_ *scheduling.Request, e *datastore.Endpoint) bool {
-			role, ok := e.Labels()[RoleLabel]
-			return !ok || role == "decode" || role == "both"
-		}}, nil
 }
 
-// NewPrefill keeps only prefill-role pods.
-func NewPrefill(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
-	if err := scheduling.DecodeParams(raw, &struct{}{}); err != nil {
-		return nil, err
-	}
-	return &predicate{tn: scheduling.TypedName{Type: PrefillType, Name: name},
-		keep: func(_ *scheduling.Request, e *datastore.Endpoint) bool {
-			return e.Labels()[RoleLabel] == "prefill"
-		}}, nil
-}
+var (
+	// NewDecode keeps decode or both-role pods, and pods without a role label.
+	NewDecode = paramless(DecodeType, func(_ *scheduling.Request, e *datastore.Endpoint) bool {
+		role, ok := e.Labels()[RoleLabel]
+		return !ok || role == "decode" || role == "both"
+	})
+	// NewPrefill keeps only prefill-role pods.
+	NewPrefill = paramless(PrefillType, func(_ *scheduling.Request, e *datastore.Endpoint) bool {
+		return e.Labels()[RoleLabel] == "prefill"
+	})
+	// NewHeaderTesting keeps the endpoints named (ip or ip:port) in the test-epp-endpoint-selection
+	// request header.
+	NewHeaderTesting = paramless(HeaderTestingType, func(req *scheduling.Request, e *datastore.Endpoint) bool {
+		host, _, _ := net.SplitHostPort(e.Address)
+		for _, f := range strings.Split(req.Headers[TestEndpointHeader], ",") {
+			if f = strings.TrimSpace(f); f != "" && (f == e.Address || f == host) {
+				return true
+			}
+		}
+		return false
+	})
+)
 
 // NewLabelSelector keeps pods whose labels contain every matchLabels pair.
 func NewLabelSelector(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
@@ -87,23 +97,5 @@ func NewLabelSelector(name string, raw json.RawMessage, _ scheduling.Handle) (sc
 				}
 			}
 			return true
-		}}, nil
-}
-
-// NewHeaderTesting keeps the endpoints named (ip or ip:port) in the test-epp-endpoint-selection
-// request header.
-func NewHeaderTesting(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
-	if err := scheduling.DecodeParams(raw, &struct{}{}); err != nil {
-		return nil, err
-	}
-	return &predicate{tn: scheduling.TypedName{Type: HeaderTestingType, Name: name},
-		keep: func(req *scheduling.Request, e *datastore.Endpoint) bool {
-			host, _, _ := net.SplitHostPort(e.Address)
-			for _, f := range strings.Split(req.Headers[TestEndpointHeader], ",") {
-				if f = strings.TrimSpace(f); f != "" && (f == e.Address || f == host) {
-					return true
-				}
-			}
-			return false
 		}}, nil
 }

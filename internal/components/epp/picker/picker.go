@@ -20,39 +20,41 @@ const (
 	WeightedRandomType = "weighted-random-picker"
 )
 
-type params struct {
-	MaxNumOfEndpoints int `json:"maxNumOfEndpoints"`
-}
-
-func decode(raw json.RawMessage) (int, error) {
-	p := params{MaxNumOfEndpoints: 1}
-	if err := scheduling.DecodeParams(raw, &p); err != nil {
-		return 0, err
-	}
-	if p.MaxNumOfEndpoints < 1 {
-		return 0, fmt.Errorf("parameters: maxNumOfEndpoints must be at least 1, got %d", p.MaxNumOfEndpoints)
-	}
-	return p.MaxNumOfEndpoints, nil
-}
-
-// MaxScore returns the highest-scoring endpoints; ties are broken uniformly at random so that
-// equal endpoints share load (§7 gotcha 7).
-type MaxScore struct {
+// base is what every picker has: its name and maxNumOfEndpoints (default 1).
+type base struct {
 	tn scheduling.TypedName
 	n  int
 }
 
-// NewMaxScore builds max-score-picker.
-func NewMaxScore(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
-	n, err := decode(raw)
-	if err != nil {
-		return nil, err
+// TypedName implements scheduling.Plugin.
+func (b base) TypedName() scheduling.TypedName { return b.tn }
+
+// factory decodes the parameters all pickers share and builds the picker.
+func factory(typ string, build func(base) scheduling.Picker) scheduling.Factory {
+	return func(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
+		p := struct {
+			MaxNumOfEndpoints int `json:"maxNumOfEndpoints"`
+		}{MaxNumOfEndpoints: 1}
+		if err := scheduling.DecodeParams(raw, &p); err != nil {
+			return nil, err
+		}
+		if p.MaxNumOfEndpoints < 1 {
+			return nil, fmt.Errorf("parameters: maxNumOfEndpoints must be at least 1, got %d", p.MaxNumOfEndpoints)
+		}
+		return build(base{tn: scheduling.TypedName{Type: typ, Name: name}, n: p.MaxNumOfEndpoints}), nil
 	}
-	return &MaxScore{tn: scheduling.TypedName{Type: MaxScoreType, Name: name}, n: n}, nil
 }
 
-// TypedName implements scheduling.Plugin.
-func (p *MaxScore) TypedName() scheduling.TypedName { return p.tn }
+// Factories of the upstream picker types.
+var (
+	NewMaxScore       = factory(MaxScoreType, func(b base) scheduling.Picker { return &MaxScore{b} })
+	NewRandom         = factory(RandomType, func(b base) scheduling.Picker { return &Random{b} })
+	NewWeightedRandom = factory(WeightedRandomType, func(b base) scheduling.Picker { return &WeightedRandom{b} })
+)
+
+// MaxScore returns the highest-scoring endpoints; ties are broken uniformly at random so that
+// equal endpoints share load (§7 gotcha 7).
+type MaxScore struct{ base }
 
 // Pick implements scheduling.Picker.
 func (p *MaxScore) Pick(_ *scheduling.CycleState, eps []*datastore.Endpoint, totals []float64) []*datastore.Endpoint {
@@ -80,22 +82,7 @@ func (p *MaxScore) Pick(_ *scheduling.CycleState, eps []*datastore.Endpoint, tot
 
 // Random picks uniformly, ignoring scores; it is the baseline the prefix-aware config is
 // measured against.
-type Random struct {
-	tn scheduling.TypedName
-	n  int
-}
-
-// NewRandom builds random-picker.
-func NewRandom(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
-	n, err := decode(raw)
-	if err != nil {
-		return nil, err
-	}
-	return &Random{tn: scheduling.TypedName{Type: RandomType, Name: name}, n: n}, nil
-}
-
-// TypedName implements scheduling.Plugin.
-func (p *Random) TypedName() scheduling.TypedName { return p.tn }
+type Random struct{ base }
 
 // Pick implements scheduling.Picker.
 func (p *Random) Pick(_ *scheduling.CycleState, eps []*datastore.Endpoint, _ []float64) []*datastore.Endpoint {
@@ -107,22 +94,7 @@ func (p *Random) Pick(_ *scheduling.CycleState, eps []*datastore.Endpoint, _ []f
 
 // WeightedRandom samples without replacement with probability proportional to score, using
 // keys u^(1/w) (A-Res); endpoints scoring 0 come last.
-type WeightedRandom struct {
-	tn scheduling.TypedName
-	n  int
-}
-
-// NewWeightedRandom builds weighted-random-picker.
-func NewWeightedRandom(name string, raw json.RawMessage, _ scheduling.Handle) (scheduling.Plugin, error) {
-	n, err := decode(raw)
-	if err != nil {
-		return nil, err
-	}
-	return &WeightedRandom{tn: scheduling.TypedName{Type: WeightedRandomType, Name: name}, n: n}, nil
-}
-
-// TypedName implements scheduling.Plugin.
-func (p *WeightedRandom) TypedName() scheduling.TypedName { return p.tn }
+type WeightedRandom struct{ base }
 
 // Pick implements scheduling.Picker.
 func (p *WeightedRandom) Pick(_ *scheduling.CycleState, eps []*datastore.Endpoint, totals []float64) []*datastore.Endpoint {

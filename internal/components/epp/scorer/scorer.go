@@ -90,7 +90,7 @@ func (s *minMax) Score(_ context.Context, _ *scheduling.CycleState, _ *schedulin
 
 // NewQueue builds queue-scorer: min–max normalised vllm:num_requests_waiting.
 func NewQueue(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
-	if err := scheduling.DecodeParams(params, &struct{}{}); err != nil {
+	if err := noParams(params); err != nil {
 		return nil, err
 	}
 	return &minMax{base: newBase(QueueType, name, h), value: func(m *datastore.Metrics) float64 {
@@ -100,7 +100,7 @@ func NewQueue(name string, params json.RawMessage, h scheduling.Handle) (schedul
 
 // NewRunningRequests builds running-requests-size-scorer: min–max normalised running count.
 func NewRunningRequests(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
-	if err := scheduling.DecodeParams(params, &struct{}{}); err != nil {
+	if err := noParams(params); err != nil {
 		return nil, err
 	}
 	return &minMax{base: newBase(RunningRequestsType, name, h), value: func(m *datastore.Metrics) float64 {
@@ -108,37 +108,39 @@ func NewRunningRequests(name string, params json.RawMessage, h scheduling.Handle
 	}}, nil
 }
 
-// KVCache is kv-cache-utilization-scorer: 1 − vllm:kv_cache_usage_perc.
-type KVCache struct{ base }
-
-// NewKVCache builds kv-cache-utilization-scorer.
-func NewKVCache(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
-	if err := scheduling.DecodeParams(params, &struct{}{}); err != nil {
-		return nil, err
-	}
-	return &KVCache{newBase(KVCacheType, name, h)}, nil
+// perEndpoint scores each endpoint from its own fresh metrics alone; stale endpoints score 0.
+type perEndpoint struct {
+	base
+	score func(req *scheduling.Request, m *datastore.Metrics) float64
 }
 
-// Score implements scheduling.Scorer.
-func (s *KVCache) Score(_ context.Context, _ *scheduling.CycleState, _ *scheduling.Request, eps []*datastore.Endpoint, out []float64) {
+func (s *perEndpoint) Score(_ context.Context, _ *scheduling.CycleState, req *scheduling.Request, eps []*datastore.Endpoint, out []float64) {
 	now := time.Now()
 	for i, e := range eps {
 		if m, ok := s.fresh(e, now); ok {
-			out[i] = 1 - m.KVCacheUsagePercent
+			out[i] = s.score(req, m)
 		} else {
 			out[i] = 0
 		}
 	}
 }
 
-// LoadAware is llm-d's load-aware-scorer: an empty queue scores 0.5, a queue of q scores
-// 0.5·(1 − min(q, threshold)/threshold), so it only separates endpoints that are queueing.
-type LoadAware struct {
-	base
-	threshold float64
+// noParams rejects parameters for plugins that take none, so a stray key is reported.
+func noParams(params json.RawMessage) error { return scheduling.DecodeParams(params, &struct{}{}) }
+
+// NewKVCache builds kv-cache-utilization-scorer: 1 − vllm:kv_cache_usage_perc.
+func NewKVCache(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
+	if err := noParams(params); err != nil {
+		return nil, err
+	}
+	return &perEndpoint{base: newBase(KVCacheType, name, h), score: func(_ *scheduling.Request, m *datastore.Metrics) float64 {
+		return 1 - m.KVCacheUsagePercent
+	}}, nil
 }
 
-// NewLoadAware builds load-aware-scorer; parameter threshold defaults to 128.
+// NewLoadAware builds llm-d's load-aware-scorer: an empty queue scores 0.5, a queue of q scores
+// 0.5·(1 − min(q, threshold)/threshold), so it only separates endpoints that are queueing.
+// Parameter threshold defaults to 128.
 func NewLoadAware(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
 	p := struct {
 		Threshold int `json:"threshold"`
@@ -149,23 +151,32 @@ func NewLoadAware(name string, params json.RawMessage, h scheduling.Handle) (sch
 	if p.Threshold <= 0 {
 		return nil, fmt.Errorf("parameters: threshold must be positive, got %d", p.Threshold)
 	}
-	return &LoadAware{base: newBase(LoadAwareType, name, h), threshold: float64(p.Threshold)}, nil
+	t := float64(p.Threshold)
+	return &perEndpoint{base: newBase(LoadAwareType, name, h), score: func(_ *scheduling.Request, m *datastore.Metrics) float64 {
+		if m.WaitingQueueSize == 0 {
+			return 0.5
+		}
+		return 0.5 * (1 - min(float64(m.WaitingQueueSize), t)/t)
+	}}, nil
 }
 
-// Score implements scheduling.Scorer.
-func (s *LoadAware) Score(_ context.Context, _ *scheduling.CycleState, _ *scheduling.Request, eps []*datastore.Endpoint, out []float64) {
-	now := time.Now()
-	for i, e := range eps {
-		m, ok := s.fresh(e, now)
-		switch {
-		case !ok:
-			out[i] = 0
-		case m.WaitingQueueSize == 0:
-			out[i] = 0.5
-		default:
-			out[i] = 0.5 * (1 - min(float64(m.WaitingQueueSize), s.threshold)/s.threshold)
-		}
+// NewLoRAAffinity builds lora-affinity-scorer: 1 when the target adapter is already active, 0.8
+// when the server has room to load it, 0.6 when it is waiting to load, else 0.
+func NewLoRAAffinity(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
+	if err := noParams(params); err != nil {
+		return nil, err
 	}
+	return &perEndpoint{base: newBase(LoRAAffinityType, name, h), score: func(req *scheduling.Request, m *datastore.Metrics) float64 {
+		switch {
+		case slices.Contains(m.ActiveModels, req.TargetModel):
+			return 1
+		case len(m.ActiveModels)+len(m.WaitingModels) < m.MaxActiveModels:
+			return 0.8
+		case slices.Contains(m.WaitingModels, req.TargetModel):
+			return 0.6
+		}
+		return 0
+	}}, nil
 }
 
 // ActiveRequest is active-request-scorer: it scores the picker's own in-flight count per
@@ -199,38 +210,6 @@ func (s *ActiveRequest) Score(_ context.Context, _ *scheduling.CycleState, _ *sc
 			out[i] = 1
 		} else {
 			out[i] = float64(hi-n) / float64(hi)
-		}
-	}
-}
-
-// LoRAAffinity is lora-affinity-scorer: 1 when the target adapter is already active, 0.8 when
-// the server has room to load it, 0.6 when it is waiting to load, else 0.
-type LoRAAffinity struct{ base }
-
-// NewLoRAAffinity builds lora-affinity-scorer.
-func NewLoRAAffinity(name string, params json.RawMessage, h scheduling.Handle) (scheduling.Plugin, error) {
-	if err := scheduling.DecodeParams(params, &struct{}{}); err != nil {
-		return nil, err
-	}
-	return &LoRAAffinity{newBase(LoRAAffinityType, name, h)}, nil
-}
-
-// Score implements scheduling.Scorer.
-func (s *LoRAAffinity) Score(_ context.Context, _ *scheduling.CycleState, req *scheduling.Request, eps []*datastore.Endpoint, out []float64) {
-	now := time.Now()
-	for i, e := range eps {
-		m, ok := s.fresh(e, now)
-		switch {
-		case !ok:
-			out[i] = 0
-		case slices.Contains(m.ActiveModels, req.TargetModel):
-			out[i] = 1
-		case len(m.ActiveModels)+len(m.WaitingModels) < m.MaxActiveModels:
-			out[i] = 0.8
-		case slices.Contains(m.WaitingModels, req.TargetModel):
-			out[i] = 0.6
-		default:
-			out[i] = 0
 		}
 	}
 }
