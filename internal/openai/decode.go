@@ -262,36 +262,13 @@ func (s *fastScanner) skip(depth int) bool {
 		return ok
 	case '{':
 		s.i++
-		if s.consume('}') {
-			return true
-		}
-		for {
-			if _, ok := s.str(); !ok || !s.consume(':') || !s.skip(depth+1) {
-				return false
-			}
-			if s.consume('}') {
-				return true
-			}
-			if !s.consume(',') {
-				return false
-			}
-		}
+		return s.sequence('}', func() bool {
+			_, ok := s.str()
+			return ok && s.consume(':') && s.skip(depth+1)
+		})
 	case '[':
 		s.i++
-		if s.consume(']') {
-			return true
-		}
-		for {
-			if !s.skip(depth + 1) {
-				return false
-			}
-			if s.consume(']') {
-				return true
-			}
-			if !s.consume(',') {
-				return false
-			}
-		}
+		return s.sequence(']', func() bool { return s.skip(depth + 1) })
 	case 't':
 		return s.literal("true")
 	case 'f':
@@ -304,17 +281,33 @@ func (s *fastScanner) skip(depth int) bool {
 	}
 }
 
+// sequence parses comma-separated elements up to the closing byte; the opening one has
+// been consumed.
+func (s *fastScanner) sequence(closing byte, elem func() bool) bool {
+	if s.consume(closing) {
+		return true
+	}
+	for {
+		if !elem() {
+			return false
+		}
+		if s.consume(closing) {
+			return true
+		}
+		if !s.consume(',') {
+			return false
+		}
+	}
+}
+
 // object walks the members of an object, calling member for each key. Keys that differ
 // from a field name only by case are refused, because encoding/json would match them.
 func (s *fastScanner) object(fields []string, member func(key string) bool) bool {
 	if !s.consume('{') {
 		return false
 	}
-	if s.consume('}') {
-		return true
-	}
 	var seen uint64
-	for {
+	return s.sequence('}', func() bool {
 		key, ok := s.str()
 		if !ok || !s.consume(':') {
 			return false
@@ -335,16 +328,10 @@ func (s *fastScanner) object(fields []string, member func(key string) bool) bool
 				return false
 			}
 			seen |= 1 << known
-		} else if !s.skip(0) {
-			return false
-		}
-		if s.consume('}') {
 			return true
 		}
-		if !s.consume(',') {
-			return false
-		}
-	}
+		return s.skip(0)
+	})
 }
 
 func equalFoldASCII(a, b string) bool {
@@ -418,10 +405,7 @@ func (s *fastScanner) messages() ([]ChatMessage, bool) {
 		return nil, false
 	}
 	msgs := make([]ChatMessage, 0, 4)
-	if s.consume(']') {
-		return msgs, true
-	}
-	for {
+	ok := s.sequence(']', func() bool {
 		var m ChatMessage
 		ok := s.object(messageFields, func(key string) bool {
 			var ok bool
@@ -437,15 +421,8 @@ func (s *fastScanner) messages() ([]ChatMessage, bool) {
 			}
 			return ok
 		})
-		if !ok {
-			return nil, false
-		}
 		msgs = append(msgs, m)
-		if s.consume(']') {
-			return msgs, true
-		}
-		if !s.consume(',') {
-			return nil, false
-		}
-	}
+		return ok
+	})
+	return msgs, ok
 }

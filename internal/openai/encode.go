@@ -91,6 +91,19 @@ func appendHeader(b []byte, id, object string, created int64, model string) []by
 	return appendStringField(b, `,"model":`, model)
 }
 
+// appendTail closes a non-streaming response with its optional usage and P/D fields.
+func appendTail(b []byte, u *Usage, kv *KVTransferParams) []byte {
+	if u != nil {
+		b = append(b, `,"usage":`...)
+		b = u.AppendJSON(b)
+	}
+	if kv != nil {
+		b = append(b, `,"kv_transfer_params":`...)
+		b = appendMarshal(b, kv)
+	}
+	return append(b, '}')
+}
+
 // AppendJSON appends the usage object, or null for a nil receiver.
 func (u *Usage) AppendJSON(b []byte) []byte {
 	if u == nil {
@@ -131,15 +144,7 @@ func (c *ChatCompletion) AppendJSON(b []byte) []byte {
 		}
 		b = append(b, ']')
 	}
-	if c.Usage != nil {
-		b = append(b, `,"usage":`...)
-		b = c.Usage.AppendJSON(b)
-	}
-	if c.KVTransferParams != nil {
-		b = append(b, `,"kv_transfer_params":`...)
-		b = appendMarshal(b, c.KVTransferParams)
-	}
-	return append(b, '}')
+	return appendTail(b, c.Usage, c.KVTransferParams)
 }
 
 // AppendJSON appends the JSON encoding of c.
@@ -201,15 +206,7 @@ func appendCompletionChoices(b []byte, choices []CompletionChoice) []byte {
 func (c *Completion) AppendJSON(b []byte) []byte {
 	b = appendHeader(b, c.ID, c.Object, c.Created, c.Model)
 	b = appendCompletionChoices(b, c.Choices)
-	if c.Usage != nil {
-		b = append(b, `,"usage":`...)
-		b = c.Usage.AppendJSON(b)
-	}
-	if c.KVTransferParams != nil {
-		b = append(b, `,"kv_transfer_params":`...)
-		b = appendMarshal(b, c.KVTransferParams)
-	}
-	return append(b, '}')
+	return appendTail(b, c.Usage, c.KVTransferParams)
 }
 
 // AppendJSON appends the JSON encoding of c.

@@ -248,33 +248,37 @@ func (s *Server) prepare(r *http.Request, j *job, model string) *apiError {
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	buf := getBuf()
-	defer putBuf(buf)
-	if e := s.readBody(r, buf); e != nil {
-		s.writeError(w, e)
-		return
-	}
-	req, j, e := s.chatJob(*buf)
-	if e == nil {
-		e = s.prepare(r, j, req.Model)
-	}
-	if e != nil {
-		s.writeError(w, e)
-		return
-	}
-	s.serveJob(w, r, j, buf)
+	s.handleInference(w, r, func(body []byte) (string, *job, *apiError) {
+		req, j, e := s.chatJob(body)
+		if e != nil {
+			return "", nil, e
+		}
+		return req.Model, j, nil
+	})
 }
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
+	s.handleInference(w, r, func(body []byte) (string, *job, *apiError) {
+		req, j, e := s.completionJob(body)
+		if e != nil {
+			return "", nil, e
+		}
+		return req.Model, j, nil
+	})
+}
+
+// handleInference reads the body into a pooled buffer, parses it with parse, runs the
+// common checks and serves the job.
+func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, parse func([]byte) (string, *job, *apiError)) {
 	buf := getBuf()
 	defer putBuf(buf)
 	if e := s.readBody(r, buf); e != nil {
 		s.writeError(w, e)
 		return
 	}
-	req, j, e := s.completionJob(*buf)
+	model, j, e := parse(*buf)
 	if e == nil {
-		e = s.prepare(r, j, req.Model)
+		e = s.prepare(r, j, model)
 	}
 	if e != nil {
 		s.writeError(w, e)
@@ -461,11 +465,20 @@ type loraRequest struct {
 	LoraPath string `json:"lora_path"`
 }
 
-func (s *Server) handleLoadLora(w http.ResponseWriter, r *http.Request) {
+// readLoraRequest reads a load/unload body, answering 400 itself when it is unusable.
+func (s *Server) readLoraRequest(w http.ResponseWriter, r *http.Request, endpoint string) (loraRequest, bool) {
 	var req loraRequest
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil || json.Unmarshal(body, &req) != nil || req.LoraName == "" {
-		s.writeError(w, badRequest("", "invalid load_lora_adapter request: lora_name is required"))
+		s.writeError(w, badRequest("", "invalid %s request: lora_name is required", endpoint))
+		return req, false
+	}
+	return req, true
+}
+
+func (s *Server) handleLoadLora(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.readLoraRequest(w, r, "load_lora_adapter")
+	if !ok {
 		return
 	}
 	if s.served[req.LoraName] || !s.loras.load(LoraModule{Name: req.LoraName, Path: req.LoraPath}) {
@@ -476,10 +489,8 @@ func (s *Server) handleLoadLora(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleUnloadLora(w http.ResponseWriter, r *http.Request) {
-	var req loraRequest
-	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-	if err != nil || json.Unmarshal(body, &req) != nil || req.LoraName == "" {
-		s.writeError(w, badRequest("", "invalid unload_lora_adapter request: lora_name is required"))
+	req, ok := s.readLoraRequest(w, r, "unload_lora_adapter")
+	if !ok {
 		return
 	}
 	if !s.loras.unload(req.LoraName) {
