@@ -11,6 +11,7 @@ import (
 
 	"github.com/inference-sandbox/sandbox/internal/components/authz"
 	"github.com/inference-sandbox/sandbox/internal/components/bbr"
+	"github.com/inference-sandbox/sandbox/internal/components/epp"
 	"github.com/inference-sandbox/sandbox/internal/components/notfound"
 	"github.com/inference-sandbox/sandbox/internal/components/sim"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
@@ -31,6 +32,7 @@ func main() {
 		mocker.NewCommand(),
 		authz.NewCommand(),
 		bbr.NewCommand(),
+		epp.NewCommand(),
 		notfound.NewCommand(),
 		sim.NewCommand(),
 	)
