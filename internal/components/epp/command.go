@@ -127,7 +127,7 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return err
 	}
-	log.Info("endpoint picker serving", "pool", f.poolNamespace+"/"+f.poolName, "static", f.endpoints,
+	log.Info("endpoint picker serving", "pool", f.poolName, "namespace", f.poolNamespace, "static", f.endpoints,
 		"extProc", srv.GRPCAddr(), "health", srv.HealthAddr(), "metrics", srv.MetricsAddr())
 	return srv.Wait()
 }

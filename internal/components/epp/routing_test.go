@@ -70,15 +70,15 @@ func waitScraped(t *testing.T, srv *Server) {
 	}
 }
 
-// gateway is the smallest honest data plane: ext_proc request phase, forward the mutated body to
+// dataPlane is the smallest honest data plane: ext_proc request phase, forward the mutated body to
 // the chosen simulator, then pass the response through the ext_proc response phase.
-type gateway struct {
+type dataPlane struct {
 	t      *testing.T
 	client extprocv3.ExternalProcessorClient
 	http   *http.Client
 }
 
-func (g *gateway) complete(prompt string) string {
+func (g *dataPlane) complete(prompt string) string {
 	g.t.Helper()
 	body := []byte(fmt.Sprintf(`{"model":%q,"prompt":%q,"max_tokens":4}`, simModel, prompt))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -132,8 +132,8 @@ func served(t *testing.T, addr string) int {
 	return int(n)
 }
 
-func newGateway(t *testing.T, srv *Server) *gateway {
-	return &gateway{t: t, client: dial(t, srv), http: &http.Client{Timeout: 10 * time.Second}}
+func newDataPlane(t *testing.T, srv *Server) *dataPlane {
+	return &dataPlane{t: t, client: dial(t, srv), http: &http.Client{Timeout: 10 * time.Second}}
 }
 
 // family builds prompts sharing a ~2,000-character system prompt, as in the issue's workload.
@@ -146,7 +146,7 @@ func TestSamePromptSticksToOnePod(t *testing.T) {
 	addrs := startSims(t, 3, nil)
 	srv := startPicker(t, "", staticSpecs(addrs...))
 	waitScraped(t, srv)
-	g := newGateway(t, srv)
+	g := newDataPlane(t, srv)
 	prompt := family("geography", 1)
 	first := g.complete(prompt)
 	for range 4 {
@@ -169,7 +169,7 @@ func TestTwoPromptFamiliesAreEachSticky(t *testing.T) {
 	addrs := startSims(t, 3, nil)
 	srv := startPicker(t, "", staticSpecs(addrs...))
 	waitScraped(t, srv)
-	g := newGateway(t, srv)
+	g := newDataPlane(t, srv)
 	home := map[string]string{}
 	for q := range 4 {
 		for _, fam := range []string{"chemistry", "poetry"} {
@@ -186,7 +186,7 @@ func TestRandomPromptsSpreadAcrossPods(t *testing.T) {
 	addrs := startSims(t, 2, nil)
 	srv := startPicker(t, "", staticSpecs(addrs...))
 	waitScraped(t, srv)
-	g := newGateway(t, srv)
+	g := newDataPlane(t, srv)
 	words := strings.Fields("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa")
 	const n = 60
 	counts := map[string]int{}
