@@ -179,3 +179,31 @@ func TestDummyTokenizer(t *testing.T) {
 		t.Error("non-ASCII runes or ids wrong")
 	}
 }
+
+func TestAdminConfigRuntimeUpdate(t *testing.T) {
+	_, ts := newTestServer(t, nil)
+	if status, body, _ := post(t, ts.URL+"/admin/config", `{"max-num-seqs":3}`); status != 400 || !strings.Contains(body, "max-num-seqs") {
+		t.Errorf("non-runtime key: %d %s", status, body)
+	}
+	if status, body, _ := post(t, ts.URL+"/admin/config", `{"time-to-first-token":"10ms","time-to-first-token-std-dev":"9ms"}`); status != 400 {
+		t.Errorf("invalid update accepted: %d %s", status, body)
+	}
+	if status, body, _ := post(t, ts.URL+"/admin/config", `{"failure-injection-rate":100,"failure-types":["rate_limit"],"inter-token-latency":"2ms"}`); status != 200 {
+		t.Fatalf("update: %d %s", status, body)
+	}
+	if status, _, _ := post(t, ts.URL+"/v1/chat/completions", chatBody("x", 2, false)); status != http.StatusTooManyRequests {
+		t.Errorf("injected rate_limit after update: %d", status)
+	}
+	resp, err := http.Get(ts.URL + "/admin/config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got["inter-token-latency"] != "2ms" || got["failure-injection-rate"] != float64(100) || got["model"] != testModel {
+		t.Errorf("GET /admin/config = %v", got)
+	}
+}

@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 )
 
@@ -22,6 +23,16 @@ func (f *failureInjector) set(rate int, types []string) {
 	if len(f.types) == 0 {
 		f.types = allFailureTypes
 	}
+}
+
+// get returns the settings as configured (nil types meaning all).
+func (f *failureInjector) get() (int, []string) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if len(f.types) == len(allFailureTypes) {
+		return f.rate, nil
+	}
+	return f.rate, slices.Clone(f.types)
 }
 
 func (f *failureInjector) maybeFail(r *lockedRand, model string, maxModelLen int) *apiError {

@@ -116,10 +116,12 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 	stats.finishReason, stats.generatedTokens = reason, len(toks)
 
 	var timer *time.Timer
+	lat := s.lat.Load() // one latency configuration for the whole sub-request
+	zeroLatency := lat.isZero()
 	runStart := time.Now()
 	ttft := time.Duration(0)
-	if !s.zeroLatency {
-		ttft = s.lat.timeToFirstToken(s.sched.load(), p.numTokens, res.cachedTokens, j.remotePrefill)
+	if !zeroLatency {
+		ttft = lat.timeToFirstToken(s.sched.load(), p.numTokens, res.cachedTokens, j.remotePrefill)
 		if err := sleep(ctx, &timer, ttft); err != nil {
 			return err
 		}
@@ -130,8 +132,8 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 	for i, tok := range toks {
 		if i > 0 {
 			itl := time.Duration(0)
-			if !s.zeroLatency {
-				itl = s.lat.interTokenLatency(s.sched.load())
+			if !zeroLatency {
+				itl = lat.interTokenLatency(s.sched.load())
 				if err := sleep(ctx, &timer, itl); err != nil {
 					return err
 				}

@@ -6,11 +6,20 @@ import "time"
 type latencyModel struct {
 	cfg  Config
 	rand *lockedRand
+	zero bool
+}
+
+func newLatencyModel(cfg Config, r *lockedRand) *latencyModel {
+	l := &latencyModel{cfg: cfg, rand: r}
+	l.zero = l.computeZero()
+	return l
 }
 
 // isZero reports whether no delay can ever be produced, which lets the request path skip
 // timers entirely.
-func (l *latencyModel) isZero() bool {
+func (l *latencyModel) isZero() bool { return l.zero }
+
+func (l *latencyModel) computeZero() bool {
 	c := &l.cfg
 	return c.TimeToFirstToken == 0 && c.TimeToFirstTokenStdDev == 0 && c.InterTokenLatency == 0 &&
 		c.InterTokenLatencyStdDev == 0 && c.PrefillOverhead == 0 && c.PrefillTimePerToken == 0 &&

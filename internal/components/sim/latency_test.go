@@ -13,7 +13,7 @@ func testLatency(mutate func(*Config)) *latencyModel {
 	cfg := DefaultConfig()
 	cfg.Model = testModel
 	mutate(&cfg)
-	return &latencyModel{cfg: cfg, rand: newLockedRand(7)}
+	return newLatencyModel(cfg, newLockedRand(7))
 }
 
 func TestLoadFactor(t *testing.T) {

@@ -23,18 +23,18 @@ import (
 
 // Server is one simulated vLLM engine with its OpenAI HTTP API.
 type Server struct {
-	cfg         Config
-	display     string
-	served      map[string]bool
-	started     time.Time
-	rand        *lockedRand
-	lat         latencyModel
-	zeroLatency bool
-	sched       *scheduler
-	kv          *kvcache.Cache // nil when --enable-kvcache is off
-	metrics     *metrics
-	mux         *http.ServeMux
-	maxBody     int64
+	cfg     Config
+	display string
+	served  map[string]bool
+	started time.Time
+	rand    *lockedRand
+	// lat is replaced as a whole by POST /admin/config; requests read it once.
+	lat     atomic.Pointer[latencyModel]
+	sched   *scheduler
+	kv      *kvcache.Cache // nil when --enable-kvcache is off
+	metrics *metrics
+	mux     *http.ServeMux
+	maxBody int64
 	// extraHeaders are the x-inference-* headers from POD_NAME/POD_NAMESPACE, set on every
 	// response so tests and dashboards can see which pod answered.
 	extraHeaders map[string][]string
@@ -43,6 +43,7 @@ type Server struct {
 	devMode      bool
 	loras        loraState
 	failures     failureInjector
+	adminMu      sync.Mutex // serialises /admin/config read-modify-write
 }
 
 // New builds a simulator from a validated config. getenv reads POD_NAME, POD_NAMESPACE and
@@ -69,8 +70,7 @@ func New(cfg Config, getenv func(string) string) (*Server, error) {
 		extraHeaders: map[string][]string{},
 		devMode:      getenv("VLLM_SERVER_DEV_MODE") == "1",
 	}
-	s.lat = latencyModel{cfg: cfg, rand: s.rand}
-	s.zeroLatency = s.lat.isZero()
+	s.lat.Store(newLatencyModel(cfg, s.rand))
 	s.sched = newScheduler(cfg.MaxNumSeqs, cfg.MaxWaitingQueueLength, m)
 	if cfg.EnableKVCache {
 		s.kv = kvcache.New(cfg.KVCacheSize)
@@ -112,6 +112,8 @@ func (s *Server) routes() {
 	mux.HandleFunc("POST /sleep", s.handleSleep(true))
 	mux.HandleFunc("POST /wake_up", s.handleSleep(false))
 	mux.HandleFunc("GET /is_sleeping", s.handleIsSleeping)
+	mux.HandleFunc("GET /admin/config", s.handleGetConfig)
+	mux.HandleFunc("POST /admin/config", s.handleSetConfig)
 	s.mux = mux
 }
 
@@ -236,8 +238,7 @@ func (s *Server) prepare(r *http.Request, j *job, model string) *apiError {
 		reqID = s.rand.uuid()
 	}
 	if s.cfg.EnableRequestIDHeaders {
-		// The header is set here so that error responses that follow carry it too.
-		j.requestID = reqID
+		j.requestID = reqID // echoed by serveJob
 	}
 	if j.chat {
 		j.id = "chatcmpl-" + reqID
