@@ -27,7 +27,7 @@ import (
 const simModel = "routing-model"
 
 // startSims starts n simulators on loopback; mutate adjusts their shared config.
-func startSims(t *testing.T, n int, mutate func(*sim.Config)) []string {
+func startSims(t testing.TB, n int, mutate func(*sim.Config)) []string {
 	t.Helper()
 	var addrs []string
 	for i := range n {
@@ -50,7 +50,7 @@ func startSims(t *testing.T, n int, mutate func(*sim.Config)) []string {
 }
 
 // waitScraped waits until the picker holds fresh metrics for every endpoint.
-func waitScraped(t *testing.T, srv *Server) {
+func waitScraped(t testing.TB, srv *Server) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -113,7 +113,7 @@ func (g *dataPlane) complete(prompt string) string {
 }
 
 // served reads how many requests a simulator completed, from its own metrics.
-func served(t *testing.T, addr string) int {
+func served(t testing.TB, addr string) int {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
