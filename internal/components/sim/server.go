@@ -123,6 +123,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for k, v := range s.extraHeaders {
 		h[k] = v
 	}
+	// The two inference routes skip the mux's pattern matching: they are nearly all traffic.
+	if r.Method == http.MethodPost {
+		switch r.URL.Path {
+		case "/v1/chat/completions":
+			s.handleChat(w, r)
+			return
+		case "/v1/completions":
+			s.handleCompletion(w, r)
+			return
+		}
+	}
 	s.mux.ServeHTTP(w, r)
 }
 
