@@ -50,6 +50,7 @@ func TestMetricsCountRequests(t *testing.T) {
 		"vllm:request_prompt_tokens":         n,
 		"vllm:request_generation_tokens":     n,
 		"vllm:request_params_max_tokens":     n,
+		"vllm:max_num_generation_tokens":     n,
 		"vllm:request_queue_time_seconds":    n,
 		"vllm:inter_token_latency_seconds":   float64(genTokens - n),
 		"vllm:time_per_output_token_seconds": float64(genTokens - n),

@@ -309,10 +309,12 @@ func (s *Server) serveJob(w http.ResponseWriter, r *http.Request, j *job, buf *[
 	if j.stream {
 		st := newStreamSink(w, j)
 		results, err := s.runJob(r.Context(), j, st)
+		s.observeJob(j, results, err)
 		st.end(j, results, err, s)
 		return
 	}
 	results, err := s.runJob(r.Context(), j, discardSink{})
+	s.observeJob(j, results, err)
 	if err != nil {
 		var e *apiError
 		if errors.As(err, &e) {
@@ -323,6 +325,19 @@ func (s *Server) serveJob(w http.ResponseWriter, r *http.Request, j *job, buf *[
 	}
 	*buf = s.appendResponse((*buf)[:0], j, results)
 	writeJSON(w, http.StatusOK, *buf)
+}
+
+// observeJob records the per-request (not per-choice) metric: the longest generation among
+// the request's choices, vLLM's max_num_generation_tokens.
+func (s *Server) observeJob(j *job, results []subResult, err error) {
+	if err != nil {
+		return
+	}
+	longest := 0
+	for i := range results {
+		longest = max(longest, results[i].generated)
+	}
+	s.metrics.forModelFast(j.model).maxGenTokens.Observe(float64(longest))
 }
 
 // discardSink is the sink of non-streaming requests, which answer from the results.
