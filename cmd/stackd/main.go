@@ -12,6 +12,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/components/authz"
 	"github.com/inference-sandbox/sandbox/internal/components/bbr"
 	"github.com/inference-sandbox/sandbox/internal/components/epp"
+	"github.com/inference-sandbox/sandbox/internal/components/gateway"
 	"github.com/inference-sandbox/sandbox/internal/components/notfound"
 	"github.com/inference-sandbox/sandbox/internal/components/sim"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
@@ -35,6 +36,7 @@ func main() {
 		epp.NewCommand(),
 		notfound.NewCommand(),
 		sim.NewCommand(),
+		gateway.NewCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "stackd:", err)
