@@ -2,7 +2,6 @@ package sim
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -238,5 +237,3 @@ func ParseArgs(args []string, getenv func(string) string) (Config, error) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-var errNotMapping = errors.New("the config file must be a mapping of keys to values")

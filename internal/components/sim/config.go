@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -223,19 +222,8 @@ func DefaultConfig() Config {
 	}
 }
 
-// LoadConfigFile overlays the YAML file at path onto c. Unknown keys are an error that names
-// the key, because a misspelt latency knob would otherwise silently leave a default in place.
-func (c *Config) LoadConfigFile(path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read sim config: %w", err)
-	}
-	if err := c.loadYAML(data); err != nil {
-		return fmt.Errorf("sim config %s: %w", path, err)
-	}
-	return nil
-}
-
+// loadYAML overlays a --config document onto c. Unknown keys are an error that names the
+// key, because a misspelt latency knob would otherwise silently leave a default in place.
 func (c *Config) loadYAML(data []byte) error {
 	if err := yaml.UnmarshalStrict(data, c); err != nil {
 		return fmt.Errorf("parse YAML: %w", err)
@@ -355,6 +343,8 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
+
+var errNotMapping = errors.New("the config file must be a mapping of keys to values")
 
 // yamlKeys lists the top-level keys of a YAML document.
 func yamlKeys(data []byte) ([]string, error) {

@@ -59,6 +59,6 @@ func failureError(kind, model string, maxModelLen int) *apiError {
 	case FailureInvalidRequest:
 		return &apiError{status: http.StatusBadRequest, param: "model", message: "Invalid request."}
 	default: // FailureModelNotFound
-		return &apiError{status: http.StatusNotFound, param: "model", message: fmt.Sprintf("The model `%s-nonexistent` does not exist.", model)}
+		return &apiError{status: http.StatusNotFound, param: "model", message: fmt.Sprintf("The model `%s` does not exist.", model)}
 	}
 }

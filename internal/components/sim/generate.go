@@ -82,11 +82,7 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 		if err != nil {
 			return errKVCapacity
 		}
-		s.metrics.setKVUsage(s.kv.Usage())
-		defer func() {
-			s.kv.Finish(lease)
-			s.metrics.setKVUsage(s.kv.Usage())
-		}()
+		defer s.kv.Finish(lease)
 		res.cachedTokens = hits * s.cfg.BlockSize
 		mm.prefixQueries.Add(float64(p.numTokens))
 		mm.prefixHits.Add(float64(res.cachedTokens))

@@ -11,6 +11,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,7 +74,7 @@ func New(cfg Config, getenv func(string) string) (*Server, error) {
 	s.lat.Store(newLatencyModel(cfg, s.rand))
 	s.sched = newScheduler(cfg.MaxNumSeqs, cfg.MaxWaitingQueueLength, m)
 	if cfg.EnableKVCache {
-		s.kv = kvcache.New(cfg.KVCacheSize)
+		s.kv = kvcache.New(cfg.KVCacheSize, m.setKVUsage)
 	}
 	names := cfg.ServedModelNames
 	if len(names) == 0 {
@@ -574,18 +575,8 @@ func (l *loraState) list() []LoraModule {
 	for _, m := range l.loaded {
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b LoraModule) int { return cmpString(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b LoraModule) int { return strings.Compare(a.Name, b.Name) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // track counts a request against its adapter while it is in flight. Base-model requests

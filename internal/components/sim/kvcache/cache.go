@@ -18,12 +18,20 @@ type Cache struct {
 	used     map[uint64]int           // hash -> number of running requests holding it
 	unused   map[uint64]*list.Element // hash -> element in lru
 	lru      list.List                // unused hashes, least recently released first
+	// onUsage receives Usage after every change, under the lock, so that a gauge fed from it
+	// can never be left at a stale value by two racing updates.
+	onUsage func(float64)
 }
 
-// New returns an empty cache holding at most capacity blocks.
-func New(capacity int) *Cache {
-	return &Cache{capacity: capacity, used: map[uint64]int{}, unused: map[uint64]*list.Element{}}
+// New returns an empty cache holding at most capacity blocks; onUsage may be nil.
+func New(capacity int, onUsage func(usage float64)) *Cache {
+	if onUsage == nil {
+		onUsage = func(float64) {}
+	}
+	return &Cache{capacity: capacity, used: map[uint64]int{}, unused: map[uint64]*list.Element{}, onUsage: onUsage}
 }
+
+func (c *Cache) usageLocked() float64 { return float64(len(c.used)) / float64(c.capacity) }
 
 // Lease is the set of blocks one running request holds.
 type Lease struct {
@@ -66,6 +74,7 @@ func (c *Cache) Start(blocks []uint64) (*Lease, int, error) {
 		}
 		c.used[b] = 1
 	}
+	c.onUsage(c.usageLocked())
 	return &Lease{blocks: blocks}, hits, nil
 }
 
@@ -89,13 +98,14 @@ func (c *Cache) Finish(l *Lease) {
 		c.unused[b] = c.lru.PushBack(b)
 	}
 	l.blocks = nil
+	c.onUsage(c.usageLocked())
 }
 
 // Usage is the fraction of capacity pinned by running requests (vllm:kv_cache_usage_perc).
 func (c *Cache) Usage() float64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return float64(len(c.used)) / float64(c.capacity)
+	return c.usageLocked()
 }
 
 // Stats reports the pinned and the resident-but-unpinned block counts.

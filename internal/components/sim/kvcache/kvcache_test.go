@@ -60,7 +60,8 @@ func TestChainedHashesSharePrefixes(t *testing.T) {
 }
 
 func TestCacheHitsEvictionAndCapacity(t *testing.T) {
-	c := New(4)
+	var reported float64
+	c := New(4, func(u float64) { reported = u })
 	l1, hits, err := c.Start([]uint64{1, 2})
 	if err != nil || hits != 0 {
 		t.Fatalf("first start: hits=%d err=%v", hits, err)
@@ -70,8 +71,8 @@ func TestCacheHitsEvictionAndCapacity(t *testing.T) {
 	if err != nil || hits != 1 {
 		t.Fatalf("shared start: hits=%d err=%v", hits, err)
 	}
-	if got := c.Usage(); got != 0.75 {
-		t.Fatalf("usage = %v, want 0.75", got)
+	if got := c.Usage(); got != 0.75 || reported != 0.75 {
+		t.Fatalf("usage = %v (reported %v), want 0.75", got, reported)
 	}
 	// 3 pinned + 2 new > 4: the request can never fit while the others run.
 	if _, _, err := c.Start([]uint64{5, 6}); !errors.Is(err, ErrCapacity) {
@@ -82,8 +83,8 @@ func TestCacheHitsEvictionAndCapacity(t *testing.T) {
 		t.Fatalf("after finish: used=%d unused=%d", used, unused)
 	}
 	c.Finish(l2)
-	if c.Usage() != 0 {
-		t.Fatalf("usage after all finished = %v", c.Usage())
+	if c.Usage() != 0 || reported != 0 {
+		t.Fatalf("usage after all finished = %v (reported %v)", c.Usage(), reported)
 	}
 	// Blocks 2, 1, 3 are resident and unused (released in that order). Two new blocks need
 	// one eviction: the least recently released, block 2.
