@@ -19,11 +19,6 @@ die() { printf '✗ %s\n' "$*" >&2; exit 1; }
 
 engine_answers() { docker info >/dev/null 2>&1; }
 
-if engine_answers && [ "${SANDBOX_DOCKER_FORCE_SETUP:-}" = "" ]; then
-  log "Docker engine already answers: nothing to do"
-  exit 0
-fi
-
 need_pkgs=()
 command -v dockerd >/dev/null 2>&1 || need_pkgs+=(docker.io)
 command -v iptables >/dev/null 2>&1 || need_pkgs+=(iptables)
@@ -42,38 +37,48 @@ has_sys_resource=$(( (0x$bnd >> 24) & 1 ))
 mkdir -p /etc/docker
 daemon_json=/etc/docker/daemon.json
 [ -s "$daemon_json" ] || echo '{}' > "$daemon_json"
+config_before=$(cat "$daemon_json")
 
 if [ "$has_sys_resource" -eq 0 ]; then
   log "CAP_SYS_RESOURCE is not in the bounding set: installing the runc wrapper runtime 'capfix'"
   cat > /usr/local/bin/runc-capfix.new <<'WRAP'
 #!/bin/sh
-# runc wrapper: remove CAP_SYS_RESOURCE from the bundle's config.json before `runc create|run`,
-# because this machine can never grant it and runc fails hard when asked to.
+# runc wrapper: remove CAP_SYS_RESOURCE from what runc is asked to start, because this
+# machine can never grant it and runc fails hard ("unable to apply caps") when asked to.
+# `create`/`run` read the bundle's config.json (.process.capabilities); `exec` (docker exec
+# --privileged) reads a process.json given with --process (.capabilities).
 runc=/usr/bin/runc
 [ -x "$runc" ] || runc=/usr/sbin/runc
-bundle=""
-prev=""
+strip() { # $1 = file, $2 = jq path of the capabilities object
+  [ -f "$1" ] && grep -q CAP_SYS_RESOURCE "$1" || return 0
+  tmp="$1.capfix.$$"
+  jq "($2 // {}) |= with_entries(.value |= map(select(. != \"CAP_SYS_RESOURCE\")))" "$1" > "$tmp" && mv "$tmp" "$1"
+}
+bundle=""; process=""; prev=""; cmd=""
 for a in "$@"; do
-  case "$prev" in --bundle|-b) bundle="$a";; esac
-  case "$a" in --bundle=*) bundle="${a#--bundle=}";; esac
+  case "$prev" in --bundle|-b) bundle="$a";; --process|-p) process="$a";; esac
+  case "$a" in --bundle=*) bundle="${a#--bundle=}";; --process=*) process="${a#--process=}";; esac
+  if [ -z "$cmd" ]; then case "$a" in create|run|exec) cmd="$a";; esac; fi
   prev="$a"
 done
-cmd=""
-for a in "$@"; do case "$a" in create|run) cmd="$a"; break;; esac; done
-if [ -n "$cmd" ]; then
-  [ -n "$bundle" ] || bundle="$PWD"
-  cfg="$bundle/config.json"
-  if [ -f "$cfg" ] && grep -q CAP_SYS_RESOURCE "$cfg"; then
-    tmp="$cfg.capfix.$$"
-    jq '(.process.capabilities // {}) |= with_entries(.value |= map(select(. != "CAP_SYS_RESOURCE")))' "$cfg" > "$tmp" && mv "$tmp" "$cfg"
-  fi
-fi
+case "$cmd" in
+  create|run) strip "${bundle:-$PWD}/config.json" .process.capabilities ;;
+  exec) [ -n "$process" ] && strip "$process" .capabilities ;;
+esac
 exec "$runc" "$@"
 WRAP
   chmod 755 /usr/local/bin/runc-capfix.new
   mv /usr/local/bin/runc-capfix.new /usr/local/bin/runc-capfix
   jq '.runtimes.capfix.path = "/usr/local/bin/runc-capfix" | ."default-runtime" = "capfix"' "$daemon_json" > "$daemon_json.new"
   mv "$daemon_json.new" "$daemon_json"
+fi
+
+# The wrapper above is read on every runc call, so refreshing it needs no restart; only a
+# changed daemon.json (or a stopped engine) does. Restarting needlessly would stop every
+# running container, sandbox nodes included.
+if engine_answers && [ "$config_before" = "$(cat "$daemon_json")" ]; then
+  log "Docker engine answers: $(docker version --format '{{.Server.Version}}') (runtime: $(docker info --format '{{.DefaultRuntime}}'))"
+  exit 0
 fi
 
 start_dockerd() {

@@ -38,6 +38,8 @@ type Spec struct {
 	GatewayPort int
 	// Kubeconfig is the file the cluster's kubeconfig is written to.
 	Kubeconfig string
+	// Retain keeps the node containers when creation fails, to debug them.
+	Retain bool
 }
 
 // Manager drives kind. It never edits ~/.kube/config.
@@ -140,6 +142,7 @@ func (m *Manager) Ensure(ctx context.Context, spec Spec) (bool, error) {
 		kindcluster.CreateWithWaitForReady(3*time.Minute),
 		kindcluster.CreateWithDisplayUsage(false),
 		kindcluster.CreateWithDisplaySalutation(false),
+		kindcluster.CreateWithRetain(spec.Retain),
 	)
 	if err != nil {
 		return false, explain(err, fmt.Sprintf("creating kind cluster %q", spec.Name))

@@ -41,7 +41,9 @@ type Options struct {
 	Stackd string
 	// GatewayPort is the host port of the gateway on 127.0.0.1 (0: 30080 if free, else any).
 	GatewayPort int
-	Status      *progress.Status
+	// RetainOnFailure keeps the node containers of a failed create for debugging.
+	RetainOnFailure bool
+	Status          *progress.Status
 }
 
 // Result is what `up` made, for the final summary and for tests.
@@ -141,7 +143,7 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	step := s.Start("Creating or reusing cluster %q (1 control-plane, %d workers)", o.Name, o.Workers)
 	created, err := mgr.Ensure(ctx, cluster.Spec{
 		Name: o.Name, Workers: o.Workers, NodeImage: res.NodeImage,
-		GatewayPort: o.GatewayPort, Kubeconfig: o.Kubeconfig,
+		GatewayPort: o.GatewayPort, Kubeconfig: o.Kubeconfig, Retain: o.RetainOnFailure,
 	})
 	if err := step.End(err); err != nil {
 		return nil, err
