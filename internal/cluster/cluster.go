@@ -135,17 +135,35 @@ func (m *Manager) Ensure(ctx context.Context, spec Spec) (bool, error) {
 	if port == 0 {
 		port = freePort(GatewayNodePort)
 	}
-	err = m.provider.Create(spec.Name,
-		kindcluster.CreateWithV1Alpha4Config(KindConfig(spec, port)),
-		kindcluster.CreateWithNodeImage(spec.NodeImage),
-		kindcluster.CreateWithKubeconfigPath(spec.Kubeconfig),
-		kindcluster.CreateWithWaitForReady(3*time.Minute),
-		kindcluster.CreateWithDisplayUsage(false),
-		kindcluster.CreateWithDisplaySalutation(false),
-		kindcluster.CreateWithRetain(spec.Retain),
-	)
-	if err != nil {
-		return false, explain(err, fmt.Sprintf("creating kind cluster %q", spec.Name))
+	create := func(retain bool) error {
+		err := m.provider.Create(spec.Name,
+			kindcluster.CreateWithV1Alpha4Config(KindConfig(spec, port)),
+			kindcluster.CreateWithNodeImage(spec.NodeImage),
+			kindcluster.CreateWithKubeconfigPath(spec.Kubeconfig),
+			kindcluster.CreateWithWaitForReady(3*time.Minute),
+			kindcluster.CreateWithDisplayUsage(false),
+			kindcluster.CreateWithDisplaySalutation(false),
+			kindcluster.CreateWithRetain(retain),
+		)
+		return explain(err, fmt.Sprintf("creating kind cluster %q", spec.Name))
+	}
+	// Bringing up kubeadm on a loaded two-core machine occasionally misses a deadline. The
+	// first failure keeps its nodes long enough to save their logs, then one retry runs.
+	if err := create(true); err != nil {
+		logs := filepath.Join(filepath.Dir(spec.Kubeconfig), "logs", time.Now().Format("20060102-150405"))
+		if cerr := m.provider.CollectLogs(spec.Name, logs); cerr == nil {
+			m.status.Warnf("cluster creation failed; node logs saved in %s", logs)
+		}
+		if spec.Retain {
+			return false, err
+		}
+		if derr := m.provider.Delete(spec.Name, spec.Kubeconfig); derr != nil {
+			return false, fmt.Errorf("%w (and removing the failed nodes: %v)", err, derr)
+		}
+		m.status.Warnf("retrying once: %v", firstLine(err.Error()))
+		if err := create(false); err != nil {
+			return false, err
+		}
 	}
 	// kind merges into the file; keep it private (it holds cluster-admin credentials).
 	_ = os.Chmod(spec.Kubeconfig, 0o600)
@@ -253,6 +271,13 @@ func (m *Manager) NodeNames(name string) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // freePort returns preferred if it can be bound on 127.0.0.1, else a free port.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/inference-sandbox/sandbox/internal/cluster"
 	"github.com/inference-sandbox/sandbox/internal/egress"
@@ -36,10 +35,9 @@ func Down(ctx context.Context, o DownOptions) error {
 		return err
 	}
 	if o.StateDir != "" {
-		// Remove() refuses non-empty directories: user files there survive.
-		_ = os.Remove(filepath.Join(o.StateDir, "kubeconfig.lock"))
-		if err := os.Remove(o.StateDir); err != nil && !os.IsNotExist(err) {
-			o.Status.Warnf("kept %s: %v", o.StateDir, err)
+		// The state directory is the sandbox's own (kubeconfig, logs of failed creations).
+		if err := os.RemoveAll(o.StateDir); err != nil {
+			return fmt.Errorf("removing %s: %w", o.StateDir, err)
 		}
 	}
 	remaining, err := mgr.List()
