@@ -22,13 +22,13 @@ func TestManyConcurrentStreamsLeaveNoGoroutines(t *testing.T) {
 	s, ts := newTestServer(t, func(c *Config) {
 		c.MaxNumSeqs = streams
 		c.TimeToFirstToken = Duration(time.Millisecond)
-		c.InterTokenLatency = Duration(150 * time.Millisecond)
+		c.InterTokenLatency = Duration(400 * time.Millisecond)
 	})
 	transport := &http.Transport{MaxIdleConnsPerHost: streams}
 	client := &http.Client{Transport: transport}
 	baseline := runtime.NumGoroutine()
 
-	body := `{"model":"test-model","messages":[{"role":"user","content":"hold on"}],"max_tokens":12,"ignore_eos":true,"stream":true}`
+	body := `{"model":"test-model","messages":[{"role":"user","content":"hold on"}],"max_tokens":8,"ignore_eos":true,"stream":true}`
 	var wg sync.WaitGroup
 	var done, peak atomic.Int64
 	stop := make(chan struct{})
@@ -67,7 +67,7 @@ func TestManyConcurrentStreamsLeaveNoGoroutines(t *testing.T) {
 	if done.Load() != streams {
 		t.Fatalf("%d of %d streams completed", done.Load(), streams)
 	}
-	if peak.Load() < streams*9/10 {
+	if peak.Load() < streams*9/10 && !raceEnabled {
 		t.Errorf("peak concurrency %d, want about %d", peak.Load(), streams)
 	}
 	t.Logf("peak concurrent running requests: %d", peak.Load())
