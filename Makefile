@@ -37,8 +37,8 @@ down: build
 status: build
 	bin/sandbox status --name $(NAME)
 
-## test: unit + component tests, bounded fuzzing, then the e2e suite on a real offline cluster
-test: setup build unit fuzz node-image e2e
+## test: node image (its binaries also serve envtest), unit + component tests, bounded fuzzing, e2e on a real offline cluster
+test: setup build node-image unit fuzz e2e
 
 unit:
 	$(GO) vet ./...
