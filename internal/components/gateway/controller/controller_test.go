@@ -16,13 +16,17 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/dynamic"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -32,7 +36,9 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/inference-sandbox/sandbox/internal/addons"
 	"github.com/inference-sandbox/sandbox/internal/crds"
+	"github.com/inference-sandbox/sandbox/internal/kube"
 	"github.com/inference-sandbox/sandbox/internal/nodeimage"
 	"github.com/inference-sandbox/sandbox/manifests"
 )
@@ -106,7 +112,26 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	if err := gatewayv1.Install(scheme); err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	// Install the offline manifest as `sandbox up` would, and run the controller with exactly the
+	// RBAC it grants, by impersonating its service account.
+	kc, err := kube.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := addons.Render(manifests.Offline, "gateway.yaml", addons.Values{SystemNamespace: "sandbox-system", StackdImage: "stackd:test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := kube.Decode(rendered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kc.Apply(context.Background(), objs); err != nil {
+		t.Fatalf("applying manifests/offline/gateway.yaml: %v", err)
+	}
+	asController := rest.CopyConfig(cfg)
+	asController.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:sandbox-system:gateway-controller"}
+	mgr, err := ctrl.NewManager(asController, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +173,6 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	for _, ns := range []string{"models", "team-b"} {
 		must(c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}))
 	}
-	must(c.Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: ClassName},
-		Spec: gatewayv1.GatewayClassSpec{ControllerName: ControllerName}}))
 	must(c.Create(ctx, &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "istio"},
 		Spec: gatewayv1.GatewayClassSpec{ControllerName: "istio.io/gateway-controller"}}))
 	newGateway := func(ns, name, class string) *gatewayv1.Gateway {
@@ -273,4 +296,23 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 			a2 != nil && a2.Status == "True" && r2 != nil && r2.Status == "False" && r2.Reason == "BackendNotFound"
 	})
 	eventually("two attached routes", func() bool { return getGW() && gw.Status.Listeners[0].AttachedRoutes == 2 })
+
+	// The data plane can read what its informers watch in its namespace, and nothing elsewhere.
+	asDataPlane := rest.CopyConfig(cfg)
+	asDataPlane.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:models:models-gw-sandbox"}
+	dp, err := dynamic.NewForConfig(asDataPlane)
+	must(err)
+	for _, gvr := range []schema.GroupVersionResource{
+		{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"},
+		{Group: "inference.networking.k8s.io", Version: "v1", Resource: "inferencepools"},
+		{Version: "v1", Resource: "pods"}, {Version: "v1", Resource: "services"},
+		{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"},
+	} {
+		if _, err := dp.Resource(gvr).Namespace("models").List(ctx, metav1.ListOptions{}); err != nil {
+			t.Errorf("data plane cannot list %s: %v", gvr.Resource, err)
+		}
+		if _, err := dp.Resource(gvr).Namespace("team-b").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+			t.Errorf("data plane listing %s in another namespace: %v, want forbidden", gvr.Resource, err)
+		}
+	}
 }
