@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/inference-sandbox/sandbox/internal/components/sim/kvcache"
 	"github.com/inference-sandbox/sandbox/internal/openai"
@@ -41,6 +42,17 @@ type prompt struct {
 	ids       []uint32 // only when the KV cache or /tokenize needs them
 	blocks    []uint64 // chained block hashes, when the KV cache is on
 	echo      string   // text returned in echo mode
+}
+
+// jobPool recycles jobs: a job is large (it carries inline buffers) and lives exactly as
+// long as its handler.
+var jobPool = sync.Pool{New: func() any { return new(job) }}
+
+func getJob() *job { return jobPool.Get().(*job) }
+
+func putJob(j *job) {
+	*j = job{}
+	jobPool.Put(j)
 }
 
 // job is one parsed, validated request: len(prompts)×n sub-requests.
@@ -121,22 +133,23 @@ func commonFields(j *job, n, maxTokens *int64, maxParam string, ignoreEOS bool, 
 	return nil
 }
 
-// chatJob parses and validates a chat completion request body.
-func (s *Server) chatJob(body []byte) (*openai.ChatCompletionRequest, *job, *apiError) {
+// chatJob parses and validates a chat completion request body into j and returns the
+// requested model.
+func (s *Server) chatJob(body []byte, j *job) (string, *apiError) {
 	var req openai.ChatCompletionRequest
 	if err := openai.DecodeChatCompletionRequest(body, &req); err != nil {
-		return nil, nil, badRequest("", "Failed to read and parse request body, %v", err)
+		return "", badRequest("", "Failed to read and parse request body, %v", err)
 	}
-	j := &job{chat: true, stream: req.Stream, includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
+	j.chat, j.stream, j.includeUsage = true, req.Stream, req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	maxParam := "max_tokens"
 	if req.MaxCompletionTokens != nil {
 		maxParam = "max_completion_tokens"
 	}
 	if err := commonFields(j, req.N, req.MaxOutputTokens(), maxParam, req.IgnoreEOS, req.CacheHitThreshold, req.KVTransferParams); err != nil {
-		return &req, nil, err
+		return "", err
 	}
 	if len(req.Messages) == 0 {
-		return &req, nil, badRequest("messages", "messages must not be empty")
+		return "", badRequest("messages", "messages must not be empty")
 	}
 	var b strings.Builder
 	for i := range req.Messages {
@@ -156,31 +169,32 @@ func (s *Server) chatJob(body []byte) (*openai.ChatCompletionRequest, *job, *api
 	}
 	j.onePrompt[0] = p
 	j.prompts = j.onePrompt[:]
-	return &req, j, nil
+	return req.Model, nil
 }
 
-// completionJob parses and validates a text completion request body.
-func (s *Server) completionJob(body []byte) (*openai.CompletionRequest, *job, *apiError) {
+// completionJob parses and validates a text completion request body into j and returns the
+// requested model.
+func (s *Server) completionJob(body []byte, j *job) (string, *apiError) {
 	var req openai.CompletionRequest
 	if err := decodeBody(body, &req); err != nil {
-		return nil, nil, err
+		return "", err
 	}
-	j := &job{stream: req.Stream, includeUsage: req.StreamOptions != nil && req.StreamOptions.IncludeUsage}
+	j.stream, j.includeUsage = req.Stream, req.StreamOptions != nil && req.StreamOptions.IncludeUsage
 	if err := commonFields(j, req.N, req.MaxTokens, "max_tokens", req.IgnoreEOS, req.CacheHitThreshold, req.KVTransferParams); err != nil {
-		return &req, nil, err
+		return "", err
 	}
 	if req.Prompt.Len() == 0 {
-		return &req, nil, badRequest("prompt", "prompt must not be empty")
+		return "", badRequest("prompt", "prompt must not be empty")
 	}
 	for _, t := range req.Prompt.Texts {
 		if t == "" {
-			return &req, nil, badRequest("prompt", "prompt must not contain empty strings")
+			return "", badRequest("prompt", "prompt must not contain empty strings")
 		}
 		j.prompts = append(j.prompts, prompt{text: t, echo: t})
 	}
 	for _, ids := range req.Prompt.Tokens {
 		if len(ids) == 0 {
-			return &req, nil, badRequest("prompt", "prompt must not contain empty token lists")
+			return "", badRequest("prompt", "prompt must not contain empty token lists")
 		}
 		// Token-id prompts have no text; their ids are used as given and echo mode returns
 		// the ids rendered as words.
@@ -193,7 +207,7 @@ func (s *Server) completionJob(body []byte) (*openai.CompletionRequest, *job, *a
 		p.echo = b.String()
 		j.prompts = append(j.prompts, p)
 	}
-	return &req, j, nil
+	return req.Model, nil
 }
 
 // tokenize fills token counts (and ids/blocks when needed) and checks the context window.

@@ -54,7 +54,8 @@ type metrics struct {
 	prefixHits, prefixQueries, promptTokens, generationTokens, success *prometheus.CounterVec
 
 	requestPromptTokens, requestGenerationTokens, paramsMaxTokens, maxGenerationTokens *prometheus.HistogramVec
-	ttft, tpot, itl, requestTPOT                                                       *prometheus.HistogramVec
+	ttft, requestTPOT                                                                  *prometheus.HistogramVec
+	interToken                                                                         *twinHistogram
 	e2e, queueTime, inferenceTime, prefillTime, decodeTime                             *prometheus.HistogramVec
 
 	mu     sync.Mutex
@@ -67,7 +68,8 @@ type modelMetrics struct {
 	prefixHits, prefixQueries, promptTokens, generationTokens                   prometheus.Counter
 	success                                                                     map[string]prometheus.Counter
 	requestPromptTokens, requestGenerationTokens, paramsMaxTokens, maxGenTokens prometheus.Observer
-	ttft, tpot, itl, requestTPOT                                                prometheus.Observer
+	ttft, requestTPOT                                                           prometheus.Observer
+	interToken                                                                  *twinCounts
 	e2e, queueTime, inferenceTime, prefillTime, decodeTime                      prometheus.Observer
 }
 
@@ -109,8 +111,9 @@ func newMetrics(cfg *Config) (*metrics, error) {
 	m.paramsMaxTokens = histogram("vllm:request_params_max_tokens", "Histogram of the max_tokens request parameter.", tokenBuckets)
 	m.maxGenerationTokens = histogram("vllm:max_num_generation_tokens", "Histogram of maximum number of requested generation tokens.", tokenBuckets)
 	m.ttft = histogram("vllm:time_to_first_token_seconds", "Histogram of time to first token in seconds.", ttftBuckets)
-	m.tpot = histogram("vllm:time_per_output_token_seconds", "Histogram of time per output token in seconds.", tpotBuckets)
-	m.itl = histogram("vllm:inter_token_latency_seconds", "Histogram of inter-token latency in seconds.", tpotBuckets)
+	m.interToken = newTwinHistogram("vllm:inter_token_latency_seconds", "vllm:time_per_output_token_seconds",
+		"Histogram of inter-token latency in seconds.", "Histogram of time per output token in seconds.", tpotBuckets)
+	m.registry.MustRegister(m.interToken)
 	m.requestTPOT = histogram("vllm:request_time_per_output_token_seconds", "Histogram of time_per_output_token_seconds per request.", tpotBuckets)
 	m.e2e = histogram("vllm:e2e_request_latency_seconds", "Histogram of end to end request latency in seconds.", requestLatencyBuckets)
 	m.queueTime = histogram("vllm:request_queue_time_seconds", "Histogram of time spent in WAITING phase for request.", requestLatencyBuckets)
@@ -144,7 +147,7 @@ func (m *metrics) forModel(name string) *modelMetrics {
 		success:             map[string]prometheus.Counter{},
 		requestPromptTokens: m.requestPromptTokens.WithLabelValues(name), requestGenerationTokens: m.requestGenerationTokens.WithLabelValues(name),
 		paramsMaxTokens: m.paramsMaxTokens.WithLabelValues(name), maxGenTokens: m.maxGenerationTokens.WithLabelValues(name),
-		ttft: m.ttft.WithLabelValues(name), tpot: m.tpot.WithLabelValues(name), itl: m.itl.WithLabelValues(name),
+		ttft: m.ttft.WithLabelValues(name), interToken: m.interToken.forModel(name),
 		requestTPOT: m.requestTPOT.WithLabelValues(name), e2e: m.e2e.WithLabelValues(name),
 		queueTime: m.queueTime.WithLabelValues(name), inferenceTime: m.inferenceTime.WithLabelValues(name),
 		prefillTime: m.prefillTime.WithLabelValues(name), decodeTime: m.decodeTime.WithLabelValues(name),
@@ -209,11 +212,9 @@ func (mm *modelMetrics) record(s *subRequestStats) {
 	}
 }
 
-// observeInterToken records one simulated inter-token delay as it happens.
-func (mm *modelMetrics) observeInterToken(d time.Duration) {
-	sec := d.Seconds()
-	mm.itl.Observe(sec)
-	mm.tpot.Observe(sec)
+// observeInterToken records n simulated inter-token delays of d each.
+func (mm *modelMetrics) observeInterToken(d time.Duration, n int) {
+	mm.interToken.observeN(tpotBuckets, d.Seconds(), n)
 }
 
 // forModelFast skips the lock for the display model, which every base-model request uses.

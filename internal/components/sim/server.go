@@ -192,6 +192,25 @@ func (s *Server) writeError(w http.ResponseWriter, e *apiError) {
 
 var contentTypeJSON = []string{"application/json"}
 
+type cachedDate struct {
+	unix  int64
+	value []string
+}
+
+var dateCache atomic.Pointer[cachedDate]
+
+// httpDate returns the Date header for now, formatted once per second rather than by
+// net/http on every response.
+func httpDate(now time.Time) []string {
+	sec := now.Unix()
+	if c := dateCache.Load(); c != nil && c.unix == sec {
+		return c.value
+	}
+	c := &cachedDate{unix: sec, value: []string{now.UTC().Format(http.TimeFormat)}}
+	dateCache.Store(c)
+	return c.value
+}
+
 // writeJSON writes a pre-encoded JSON body. Content-Length is left to net/http, which sets
 // it for bodies that fit its buffer, saving two allocations per request.
 func writeJSON(w http.ResponseWriter, status int, body []byte) {
@@ -261,35 +280,25 @@ func (s *Server) prepare(r *http.Request, j *job, model string) *apiError {
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
-	s.handleInference(w, r, func(body []byte) (string, *job, *apiError) {
-		req, j, e := s.chatJob(body)
-		if e != nil {
-			return "", nil, e
-		}
-		return req.Model, j, nil
-	})
+	s.handleInference(w, r, s.chatJob)
 }
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request) {
-	s.handleInference(w, r, func(body []byte) (string, *job, *apiError) {
-		req, j, e := s.completionJob(body)
-		if e != nil {
-			return "", nil, e
-		}
-		return req.Model, j, nil
-	})
+	s.handleInference(w, r, s.completionJob)
 }
 
 // handleInference reads the body into a pooled buffer, parses it with parse, runs the
 // common checks and serves the job.
-func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, parse func([]byte) (string, *job, *apiError)) {
+func (s *Server) handleInference(w http.ResponseWriter, r *http.Request, parse func([]byte, *job) (string, *apiError)) {
 	buf := getBuf()
 	defer putBuf(buf)
 	if e := s.readBody(r, buf); e != nil {
 		s.writeError(w, e)
 		return
 	}
-	model, j, e := parse(*buf)
+	j := getJob()
+	defer putJob(j)
+	model, e := parse(*buf, j)
 	if e == nil {
 		e = s.prepare(r, j, model)
 	}
@@ -325,6 +334,7 @@ func (s *Server) serveJob(w http.ResponseWriter, r *http.Request, j *job, buf *[
 		return
 	}
 	*buf = s.appendResponse((*buf)[:0], j, results)
+	w.Header()["Date"] = httpDate(time.Now())
 	writeJSON(w, http.StatusOK, *buf)
 }
 
