@@ -83,6 +83,22 @@ func appendNullableString(b []byte, key string, v *string) []byte {
 	return AppendString(b, *v)
 }
 
+// appendArray writes a JSON array (null for a nil slice, like encoding/json) whose elements
+// elem encodes.
+func appendArray[T any](b []byte, items []T, elem func([]byte, *T) []byte) []byte {
+	if items == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i := range items {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = elem(b, &items[i])
+	}
+	return append(b, ']')
+}
+
 // appendHeader writes the fields every response and chunk starts with.
 func appendHeader(b []byte, id, object string, created int64, model string) []byte {
 	b = appendStringField(b, `{"id":`, id)
@@ -123,27 +139,17 @@ func (u *Usage) AppendJSON(b []byte) []byte {
 func (c *ChatCompletion) AppendJSON(b []byte) []byte {
 	b = appendHeader(b, c.ID, c.Object, c.Created, c.Model)
 	b = append(b, `,"choices":`...)
-	if c.Choices == nil {
-		b = append(b, "null"...)
-	} else {
-		b = append(b, '[')
-		for i := range c.Choices {
-			ch := &c.Choices[i]
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendInt(b, `{"index":`, int64(ch.Index))
-			b = appendStringField(b, `,"finish_reason":`, ch.FinishReason)
-			b = appendStringField(b, `,"message":{"role":`, ch.Message.Role)
-			b = appendStringField(b, `,"content":`, ch.Message.Content)
-			if len(ch.Message.ToolCalls) > 0 {
-				b = append(b, `,"tool_calls":`...)
-				b = appendMarshal(b, ch.Message.ToolCalls)
-			}
-			b = append(b, "}}"...)
+	b = appendArray(b, c.Choices, func(b []byte, ch *ChatCompletionChoice) []byte {
+		b = appendInt(b, `{"index":`, int64(ch.Index))
+		b = appendStringField(b, `,"finish_reason":`, ch.FinishReason)
+		b = appendStringField(b, `,"message":{"role":`, ch.Message.Role)
+		b = appendStringField(b, `,"content":`, ch.Message.Content)
+		if len(ch.Message.ToolCalls) > 0 {
+			b = append(b, `,"tool_calls":`...)
+			b = appendMarshal(b, ch.Message.ToolCalls)
 		}
-		b = append(b, ']')
-	}
+		return append(b, "}}"...)
+	})
 	return appendTail(b, c.Usage, c.KVTransferParams)
 }
 
@@ -153,15 +159,7 @@ func (c *ChatCompletionChunk) AppendJSON(b []byte) []byte {
 	b = append(b, `,"usage":`...)
 	b = c.Usage.AppendJSON(b)
 	b = append(b, `,"choices":`...)
-	if c.Choices == nil {
-		return append(b, "null}"...)
-	}
-	b = append(b, '[')
-	for i := range c.Choices {
-		ch := &c.Choices[i]
-		if i > 0 {
-			b = append(b, ',')
-		}
+	b = appendArray(b, c.Choices, func(b []byte, ch *ChatChunkChoice) []byte {
 		b = appendInt(b, `{"index":`, int64(ch.Index))
 		b = appendNullableString(b, `,"finish_reason":`, ch.FinishReason)
 		b = append(b, `,"delta":{`...)
@@ -178,28 +176,19 @@ func (c *ChatCompletionChunk) AppendJSON(b []byte) []byte {
 			b = append(b, sep+`"tool_calls":`...)
 			b = appendMarshal(b, ch.Delta.ToolCalls)
 		}
-		b = append(b, "}}"...)
-	}
-	return append(b, "]}"...)
+		return append(b, "}}"...)
+	})
+	return append(b, '}')
 }
 
 func appendCompletionChoices(b []byte, choices []CompletionChoice) []byte {
 	b = append(b, `,"choices":`...)
-	if choices == nil {
-		return append(b, "null"...)
-	}
-	b = append(b, '[')
-	for i := range choices {
-		ch := &choices[i]
-		if i > 0 {
-			b = append(b, ',')
-		}
+	return appendArray(b, choices, func(b []byte, ch *CompletionChoice) []byte {
 		b = appendInt(b, `{"index":`, int64(ch.Index))
 		b = appendNullableString(b, `,"finish_reason":`, ch.FinishReason)
 		b = appendStringField(b, `,"text":`, ch.Text)
-		b = append(b, '}')
-	}
-	return append(b, ']')
+		return append(b, '}')
+	})
 }
 
 // AppendJSON appends the JSON encoding of c.
