@@ -132,6 +132,12 @@ type exchange struct {
 	timeout time.Duration
 	timer   *time.Timer
 	expired atomic.Bool
+	// finished is set once the exchange completed; closing then half-closes the stream so the
+	// processor sees a clean end instead of a cancellation.
+	finished atomic.Bool
+	// responses says the processor also sees the response, so the request half is not the end.
+	responses bool
+	noBody    bool
 
 	pumpDone chan struct{}
 	pumpErr  error  // set before pumpDone closes
@@ -149,14 +155,14 @@ type processingMode struct {
 func openExchange(ctx context.Context, what string, client extprocv3.ExternalProcessorClient, timeout time.Duration,
 	mode processingMode, headers *corev3.HeaderMap, endOfStream bool) (*exchange, error) {
 	sctx, cancel := context.WithCancel(ctx)
-	x := &exchange{what: what, cancel: cancel, timeout: timeout, pumpDone: make(chan struct{})}
+	x := &exchange{what: what, cancel: cancel, timeout: timeout, pumpDone: make(chan struct{}), responses: mode.responseHeaders}
 	x.arm()
 	stream, err := client.Process(sctx)
 	if err != nil {
 		x.close()
 		return nil, x.fail(err)
 	}
-	x.stream = stream
+	x.stream, x.noBody = stream, endOfStream
 	// Header and trailer modes have no field here: the processor learns them from what arrives.
 	respBody := filterv3.ProcessingMode_NONE
 	if mode.responseHeaders {
@@ -204,6 +210,9 @@ func (x *exchange) disarm() {
 // close ends the stream; safe to call more than once.
 func (x *exchange) close() {
 	x.disarm()
+	if x.finished.Load() && x.stream != nil {
+		_ = x.stream.CloseSend()
+	}
 	x.cancel()
 }
 
@@ -293,6 +302,9 @@ func (x *exchange) requestHeaders() (*extprocv3.ProcessingResponse, error) {
 	if resp.GetRequestHeaders() == nil {
 		return nil, x.fail(fmt.Errorf("protocol: expected a request_headers reply, got %T", resp.GetResponse()))
 	}
+	if x.noBody && !x.responses {
+		x.finished.Store(true)
+	}
 	return resp, nil
 }
 
@@ -315,6 +327,9 @@ func (b requestBody) next() ([]byte, bool, error) {
 	}
 	if sr.GetEndOfStream() {
 		b.x.disarm()
+		if !b.x.responses {
+			b.x.finished.Store(true)
+		}
 	}
 	return sr.GetBody(), sr.GetEndOfStream(), nil
 }
@@ -337,12 +352,18 @@ func readAll(src bodySource, limit int64) ([]byte, error) {
 	}
 }
 
-// sendResponseHeaders hands the backend's response headers to the processor, with the endpoint
-// that served the request in the envoy.lb metadata, as the EPP protocol asks of a data plane
-// (llm-d-facts §2.4).
-func (x *exchange) sendResponseHeaders(status int, h http.Header, served string, endOfStream bool) error {
+// respond relays the backend's response through the processor and to the client: the headers
+// (with the endpoint that served the request in the envoy.lb metadata, as the EPP protocol asks
+// of a data plane, llm-d-facts §2.4), then the body chunk by chunk. The body is sent without
+// waiting for the header reply, as FULL_DUPLEX_STREAMED allows, which saves a round trip before
+// the first byte. Every chunk the processor returns is flushed at once so that server-sent
+// events reach the client as they are produced.
+//
+// If the processor fails before it answered the headers and failOpen is set, the response goes
+// to the client without it: the chunks already read are kept until the header reply for that.
+func (x *exchange) respond(w *responseWriter, resp *http.Response, served string, failOpen bool) error {
 	msg := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
-		ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.ResponseHeaderMap(status, h), EndOfStream: endOfStream},
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: extproc.ResponseHeaderMap(resp.StatusCode, resp.Header)},
 	}}
 	if served != "" {
 		msg.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{
@@ -351,71 +372,94 @@ func (x *exchange) sendResponseHeaders(status int, h http.Header, served string,
 	}
 	x.arm()
 	if err := x.stream.Send(msg); err != nil {
+		if failOpen {
+			return relayDirect(w, resp, nil)
+		}
 		return x.fail(err)
 	}
-	resp, err := x.recv()
-	if err != nil {
-		return err
-	}
-	if resp.GetResponseHeaders() == nil {
-		return x.fail(fmt.Errorf("protocol: expected a response_headers reply, got %T", resp.GetResponse()))
-	}
-	x.disarm()
-	if err := extproc.ApplyHeaderMutation(h, resp.GetResponseHeaders().GetResponse().GetHeaderMutation()); err != nil {
-		return x.fail(err)
-	}
-	return nil
-}
 
-// streamResponseBody sends the backend's body to the processor chunk by chunk while writing
-// the processor's streamed chunks to the client, flushing each one so that server-sent events
-// reach the client as they are produced.
-func (x *exchange) streamResponseBody(w io.Writer, flush func(), body io.Reader) error {
-	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var kept []byte
+	keeping := true
 	var readErr error
-	wg.Add(1)
+	done := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		buf := make([]byte, 32<<10)
+		defer close(done)
+		bp := copyBuffers.Get().(*[]byte)
+		defer copyBuffers.Put(bp)
+		buf := *bp
 		for {
-			n, err := body.Read(buf)
+			n, err := resp.Body.Read(buf)
 			last := errors.Is(err, io.EOF)
 			if err != nil && !last {
 				readErr = err
 				x.cancel()
 				return
 			}
-			if n == 0 && !last {
-				continue
+			chunk := append([]byte(nil), buf[:n]...)
+			mu.Lock()
+			if keeping {
+				kept = append(kept, chunk...)
 			}
+			mu.Unlock()
 			if last {
 				x.arm()
 			}
-			msg := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
-				ResponseBody: &extprocv3.HttpBody{Body: append([]byte(nil), buf[:n]...), EndOfStream: last},
+			body := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseBody{
+				ResponseBody: &extprocv3.HttpBody{Body: chunk, EndOfStream: last},
 			}}
-			if x.stream.Send(msg) != nil || last {
+			if x.stream.Send(body) != nil || last {
 				return
 			}
 		}
 	}()
-	defer wg.Wait()
-	for {
-		resp, err := x.recv()
+	defer func() { <-done }()
+
+	reply, err := x.recv()
+	if err == nil && reply.GetResponseHeaders() == nil {
+		err = x.fail(fmt.Errorf("protocol: expected a response_headers reply, got %T", reply.GetResponse()))
+	}
+	if err == nil {
+		err = extproc.ApplyHeaderMutation(resp.Header, reply.GetResponseHeaders().GetResponse().GetHeaderMutation())
 		if err != nil {
-			wg.Wait()
+			err = x.fail(err)
+		}
+	}
+	if err != nil {
+		x.cancel()
+		<-done
+		if readErr != nil {
+			return &backendError{err: readErr}
+		}
+		if _, isImmediate := errorsAs[*immediate](err); !failOpen || isImmediate {
+			return err
+		}
+		return relayDirect(w, resp, kept)
+	}
+	mu.Lock()
+	keeping, kept = false, nil
+	mu.Unlock()
+
+	// The processor may rewrite the body (model names), so its length is not known ahead:
+	// chunked, as Envoy does once a processor streams a body.
+	resp.Header.Del("Content-Length")
+	writeHeader(w, resp)
+	for {
+		r, err := x.recv()
+		if err != nil {
+			<-done
 			if readErr != nil {
 				return &backendError{err: readErr}
 			}
 			return err
 		}
-		rb := resp.GetResponseBody()
+		rb := r.GetResponseBody()
 		if rb == nil {
 			// Trailers replies and the like carry nothing for an HTTP/1.1 client.
-			if resp.GetResponseTrailers() != nil {
+			if r.GetResponseTrailers() != nil {
 				continue
 			}
-			return x.fail(fmt.Errorf("protocol: expected a response_body reply, got %T", resp.GetResponse()))
+			return x.fail(fmt.Errorf("protocol: expected a response_body reply, got %T", r.GetResponse()))
 		}
 		sr := rb.GetResponse().GetBodyMutation().GetStreamedResponse()
 		if sr == nil {
@@ -425,13 +469,27 @@ func (x *exchange) streamResponseBody(w io.Writer, flush func(), body io.Reader)
 			if _, err := w.Write(sr.GetBody()); err != nil {
 				return &clientGone{err: err}
 			}
-			flush()
+			w.Flush()
 		}
 		if sr.GetEndOfStream() {
 			x.disarm()
+			x.finished.Store(true)
 			return nil
 		}
 	}
+}
+
+// relayDirect sends the response to the client without the processor: the part already read,
+// then the rest.
+func relayDirect(w *responseWriter, resp *http.Response, head []byte) error {
+	writeHeader(w, resp)
+	if len(head) > 0 {
+		if _, err := w.Write(head); err != nil {
+			return &clientGone{err: err}
+		}
+		w.Flush()
+	}
+	return copyFlushing(w, resp.Body)
 }
 
 // backendError is a failure reading the backend's response.
@@ -461,7 +519,10 @@ func (c *conns) get(addr string) (*grpc.ClientConn, error) {
 	}
 	// Plaintext h2c, as upstream runs the EPP (--secure-serving=false) and BBR in cluster
 	// (upstream-production-stack §7).
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Without retries: gRPC would otherwise buffer every sent message of a stream for a
+	// transparent replay that an ext_proc exchange can never use (a retried stream is a new
+	// request to the processor), which costs a copy per message.
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry())
 	if err != nil {
 		return nil, fmt.Errorf("gRPC client for %s: %w", addr, err)
 	}

@@ -79,30 +79,20 @@ func (s *Server) forward(w *responseWriter, r *http.Request, fr forwardRequest) 
 		markModelError(resp)
 	}
 
-	x := fr.picker
-	if x != nil {
-		if err := x.sendResponseHeaders(resp.StatusCode, resp.Header, dest, false); err != nil {
-			if !fr.failOpen {
-				return err
-			}
-			s.cfg.Logger.Warn("endpoint picker failed on the response; failing open", "error", err)
-			x.close()
-			x = nil
-		} else {
-			// The picker may rewrite the body (model names), so its length is not known ahead:
-			// chunked, as Envoy does once a processor streams a body.
-			resp.Header.Del("Content-Length")
-		}
+	if fr.picker != nil {
+		return fr.picker.respond(w, resp, dest, fr.failOpen)
 	}
+	writeHeader(w, resp)
+	return copyFlushing(w, resp.Body)
+}
+
+// writeHeader starts the client's response with the backend's status and headers.
+func writeHeader(w *responseWriter, resp *http.Response) {
 	h := w.Header()
 	for k, vs := range resp.Header {
 		h[k] = vs
 	}
 	w.WriteHeader(resp.StatusCode)
-	if x != nil {
-		return x.streamResponseBody(w, w.Flush, resp.Body)
-	}
-	return copyFlushing(w, resp.Body)
 }
 
 // maxWrappedError bounds the non-JSON error bodies the gateway rewrites.
