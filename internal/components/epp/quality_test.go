@@ -45,7 +45,7 @@ schedulingProfiles:
 // this process's cores, so it is a check of the design, not the reference table, which comes
 // from the gateway and `sandbox load`. Run: go test -run XXX -bench Quality -benchtime 1x.
 func BenchmarkQuality(b *testing.B) {
-	for _, rate := range []float64{24} {
+	for _, rate := range []float64{24, 40} {
 		for _, tc := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", randomConfig}} {
 			b.Run(fmt.Sprintf("%s/rate=%g", tc.name, rate), func(b *testing.B) {
 				for range b.N {
