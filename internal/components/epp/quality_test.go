@@ -3,6 +3,7 @@ package epp
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -85,6 +86,11 @@ func runQuality(b *testing.B, config string, rate float64, warmup, measure time.
 		}
 		families[i] = sb.String()
 	}
+
+	// The best hit ratio this workload allows: the system prompt's full blocks over the whole
+	// prompt, in the simulator's own tokens.
+	sysTokens, allTokens := tokens(b, addrs[0], families[0]), tokens(b, addrs[0], families[0]+" Question 123456789:"+strings.Repeat(" meadow", 18))
+	b.ReportMetric(float64(sysTokens/16*16)/float64(allTokens), "hit-ratio-max")
 
 	var mu sync.Mutex
 	var ttfts []time.Duration
@@ -196,4 +202,21 @@ func cacheCounters(t testing.TB, addrs []string) (hits, queries float64) {
 		}
 	}
 	return hits, queries
+}
+
+// tokens counts a prompt's tokens with the simulator's /tokenize.
+func tokens(t testing.TB, addr, prompt string) int {
+	body := fmt.Sprintf(`{"model":%q,"prompt":%q}`, simModel, prompt)
+	resp, err := http.Post("http://"+addr+"/tokenize", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Count int `json:"count"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || out.Count == 0 {
+		t.Fatalf("tokenize: %v %+v", err, out)
+	}
+	return out.Count
 }

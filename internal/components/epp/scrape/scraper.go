@@ -61,8 +61,8 @@ func New(opts Options) *Scraper {
 			MaxIdleConnsPerHost: 2,
 			// A vLLM metrics page is tens of kilobytes; with the default 4 KiB buffer reading it
 			// takes a read system call per chunk, which was the largest idle cost.
-			ReadBufferSize: 64 << 10,
-			IdleConnTimeout:     90 * time.Second,
+			ReadBufferSize:  64 << 10,
+			IdleConnTimeout: 90 * time.Second,
 		}}
 	}
 	return &Scraper{opts: opts, loops: map[*datastore.Endpoint]loopHandle{}}
