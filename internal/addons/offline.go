@@ -15,11 +15,38 @@ import (
 // DefaultSystemNamespace holds the sandbox's cluster-wide components.
 const DefaultSystemNamespace = "sandbox-system"
 
-// Offline is the offline profile's catalogue, in install order.
+// Offline is the offline profile's catalogue, in install order: what a later addon needs
+// (CRDs, the authz and BBR Services the gateways call) comes first.
 func Offline() []Addon {
 	return []Addon{
 		{Name: "offline DNS (CoreDNS without upstream forwarding)", Install: isolateCoreDNS, Ready: coreDNSReady},
+		{Name: "CRDs (Gateway API, InferencePool, APIKey)", Install: installCRDs, Ready: crdsEstablished},
 		{Name: "GPU node mocker", Install: applyTemplate(manifests.Offline, "mocker.yaml"), Ready: gpusAdvertised},
+		{Name: "API-key authorization (ext_authz + APIKey operator)", Install: applyTemplate(manifests.Offline, "authz.yaml"), Ready: deploymentReady("apikey-authz")},
+		{Name: "body-based router", Install: applyTemplate(manifests.Offline, "bbr.yaml"), Ready: deploymentReady("body-based-router")},
+		{Name: "model-not-found backend", Install: applyTemplate(manifests.Offline, "notfound.yaml"), Ready: deploymentReady("model-not-found")},
+		{Name: "gateway controller (GatewayClass sandbox)", Install: applyTemplate(manifests.Offline, "gateway.yaml"), Ready: deploymentReady("gateway-controller")},
+	}
+}
+
+// Components are the Deployments of the offline catalogue, for `status`.
+func Components(systemNamespace string) []Component {
+	return []Component{
+		{Name: "coredns", Namespace: "kube-system", Deployment: "coredns"},
+		{Name: "gpu-node-mocker", Namespace: systemNamespace, Deployment: "gpu-node-mocker"},
+		{Name: "apikey-authz", Namespace: systemNamespace, Deployment: "apikey-authz"},
+		{Name: "body-based-router", Namespace: systemNamespace, Deployment: "body-based-router"},
+		{Name: "model-not-found", Namespace: systemNamespace, Deployment: "model-not-found"},
+		{Name: "gateway-controller", Namespace: systemNamespace, Deployment: "gateway-controller"},
+	}
+}
+
+// Component names a Deployment that makes up the sandbox.
+type Component struct{ Name, Namespace, Deployment string }
+
+func deploymentReady(name string) func(context.Context, *Env) error {
+	return func(ctx context.Context, env *Env) error {
+		return env.Client.WaitDeployment(ctx, env.Values.SystemNamespace, name, 3*time.Minute)
 	}
 }
 

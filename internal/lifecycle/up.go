@@ -16,6 +16,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/egress"
 	"github.com/inference-sandbox/sandbox/internal/images"
 	"github.com/inference-sandbox/sandbox/internal/kube"
+	"github.com/inference-sandbox/sandbox/internal/models"
 	"github.com/inference-sandbox/sandbox/internal/nodeimage"
 	"github.com/inference-sandbox/sandbox/internal/progress"
 )
@@ -53,6 +54,8 @@ type Result struct {
 	StackdImage string
 	Kubeconfig  string
 	GatewayURL  string
+	Namespace   string
+	APIKey      string
 	Duration    time.Duration
 }
 
@@ -175,8 +178,20 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	if err := addons.InstallAll(ctx, env, addons.Offline()); err != nil {
 		return nil, err
 	}
+	res.Namespace = models.DefaultNamespace
+	step = s.Start("Installing the serving harness of namespace %s (Gateway, catch-all route, API key)", res.Namespace)
+	err = models.EnsureHarness(ctx, client, models.HarnessOptions{
+		Namespace: res.Namespace, GatewayClass: "sandbox",
+		SystemNamespace: addons.DefaultSystemNamespace, Kubeconfig: o.Kubeconfig,
+	})
+	if err := step.End(err); err != nil {
+		return nil, err
+	}
+	if key, err := models.APIKey(ctx, client, res.Namespace); err == nil {
+		res.APIKey = key
+	}
 	if o.Models == "default" {
-		s.Warnf("model deployment is not available yet in this version; the cluster has no models")
+		s.Warnf("model deployment is not available yet in this version; the gateway answers 404 model_not_found for every model")
 	}
 	if port, err := mgr.GatewayPort(ctx, o.Name); err == nil {
 		res.GatewayURL = fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -14,8 +14,6 @@ import (
 type command struct{ use, short string }
 
 var commands = []command{
-	{"endpoint", "Print the gateway base URL reachable from this machine"},
-	{"key", "Print the namespace's API key"},
 	{"model", "Deploy, list and delete models"},
 	{"chat", "Send one prompt through the gateway and stream the answer"},
 	{"load", "Generate OpenAI traffic against a model"},

@@ -5,6 +5,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/inference-sandbox/sandbox/internal/cmd/down"
+	"github.com/inference-sandbox/sandbox/internal/cmd/endpoint"
+	"github.com/inference-sandbox/sandbox/internal/cmd/key"
 	"github.com/inference-sandbox/sandbox/internal/cmd/kubeconfig"
 	"github.com/inference-sandbox/sandbox/internal/cmd/nodeimage"
 	"github.com/inference-sandbox/sandbox/internal/cmd/pending"
@@ -42,6 +44,8 @@ went and how many replicas each model runs.`,
 		down.NewCmd(f),
 		status.NewCmd(f),
 		kubeconfig.NewCmd(f),
+		endpoint.NewCmd(f),
+		key.NewCmd(f),
 		nodeimage.NewCmd(f),
 		version.NewCmd(f),
 	)

@@ -14,6 +14,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/cmdutil"
 	"github.com/inference-sandbox/sandbox/internal/egress"
 	"github.com/inference-sandbox/sandbox/internal/kube"
+	"github.com/inference-sandbox/sandbox/internal/models"
 	"github.com/inference-sandbox/sandbox/internal/observe"
 )
 
@@ -24,10 +25,13 @@ type Options struct {
 
 // components are the Deployments that make up the offline sandbox.
 func components() []observe.ComponentRef {
-	return []observe.ComponentRef{
-		{Name: "coredns", Namespace: "kube-system", Deployment: "coredns"},
-		{Name: "gpu-node-mocker", Namespace: addons.DefaultSystemNamespace, Deployment: "gpu-node-mocker"},
+	var refs []observe.ComponentRef
+	for _, c := range addons.Components(addons.DefaultSystemNamespace) {
+		refs = append(refs, observe.ComponentRef{Name: c.Name, Namespace: c.Namespace, Deployment: c.Deployment})
 	}
+	// The data plane the gateway controller runs for the default namespace's Gateway.
+	gw := models.GatewayName(models.DefaultNamespace)
+	return append(refs, observe.ComponentRef{Name: "gateway " + gw, Namespace: models.DefaultNamespace, Deployment: gw + "-sandbox"})
 }
 
 // NewCmd returns `sandbox status`.

@@ -70,7 +70,14 @@ func printSummary(w io.Writer, o *lifecycle.Options, r *lifecycle.Result) {
 	fmt.Fprintf(w, "\nSandbox %q %s in %s.\n", o.Name, verb, r.Duration.Round(1e8))
 	fmt.Fprintf(w, "  kubeconfig:  %s\n", r.Kubeconfig)
 	if r.GatewayURL != "" {
-		fmt.Fprintf(w, "  gateway:     %s\n", r.GatewayURL)
+		fmt.Fprintf(w, "  endpoint:    %s   (namespace %s)\n", r.GatewayURL, r.Namespace)
 	}
-	fmt.Fprintf(w, "\nNext:\n  export KUBECONFIG=%s\n  kubectl get nodes -L nvidia.com/gpu.product\n  sandbox status\n", r.Kubeconfig)
+	if r.APIKey != "" {
+		fmt.Fprintf(w, "  api key:     %s\n", r.APIKey)
+	}
+	fmt.Fprintf(w, "\nTry it:\n")
+	if r.GatewayURL != "" && r.APIKey != "" {
+		fmt.Fprintf(w, "  curl -s %s/v1/chat/completions \\\n    -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' \\\n    -d '{\"model\":\"phi-4-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'\n", r.GatewayURL, r.APIKey)
+	}
+	fmt.Fprintf(w, "  export KUBECONFIG=%s\n  kubectl get nodes -L nvidia.com/gpu.product\n  sandbox status\n", r.Kubeconfig)
 }
