@@ -83,7 +83,7 @@ type job struct {
 
 func (j *job) subRequests() int { return len(j.prompts) * j.n }
 
-// decodeStrict parses the body; any JSON problem is upstream's 400.
+// decodeBody parses a request body; any JSON problem is upstream's 400.
 func decodeBody(body []byte, v any) *apiError {
 	if err := json.Unmarshal(body, v); err != nil {
 		return badRequest("", "Failed to read and parse request body, %v", err)
