@@ -13,6 +13,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/components/bbr"
 	"github.com/inference-sandbox/sandbox/internal/components/epp"
 	"github.com/inference-sandbox/sandbox/internal/components/gateway"
+	"github.com/inference-sandbox/sandbox/internal/components/inferenceset"
 	"github.com/inference-sandbox/sandbox/internal/components/notfound"
 	"github.com/inference-sandbox/sandbox/internal/components/sim"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
@@ -37,6 +38,7 @@ func main() {
 		notfound.NewCommand(),
 		sim.NewCommand(),
 		gateway.NewCommand(),
+		inferenceset.NewCommand(),
 	)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "stackd:", err)
