@@ -15,6 +15,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/components/gateway"
 	"github.com/inference-sandbox/sandbox/internal/components/inferenceset"
 	"github.com/inference-sandbox/sandbox/internal/components/notfound"
+	"github.com/inference-sandbox/sandbox/internal/components/scaler"
 	"github.com/inference-sandbox/sandbox/internal/components/sim"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
 	"github.com/inference-sandbox/sandbox/internal/versions"
@@ -38,6 +39,7 @@ func main() {
 		notfound.NewCommand(),
 		sim.NewCommand(),
 		gateway.NewCommand(),
+		scaler.NewCommand(),
 		inferenceset.NewCommand(),
 	)
 	if err := root.Execute(); err != nil {
