@@ -379,3 +379,16 @@ func EnsureDefaultModels(ctx context.Context, c *kube.Client, namespace, eppImag
 	}
 	return g.Wait()
 }
+
+// HarnessInstalled reports whether the namespace has its Gateway, which every model route
+// attaches to.
+func HarnessInstalled(ctx context.Context, c *kube.Client, namespace string) (bool, error) {
+	_, err := c.Dynamic.Resource(gatewayGVR).Namespace(namespace).Get(ctx, GatewayName(namespace), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading Gateway %s/%s: %w", namespace, GatewayName(namespace), err)
+	}
+	return true, nil
+}

@@ -14,7 +14,6 @@ import (
 type command struct{ use, short string }
 
 var commands = []command{
-	{"model", "Deploy, list and delete models"},
 	{"chat", "Send one prompt through the gateway and stream the answer"},
 	{"load", "Generate OpenAI traffic against a model"},
 	{"dashboard", "Watch routing decisions and replicas live"},

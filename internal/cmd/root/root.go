@@ -8,6 +8,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/cmd/endpoint"
 	"github.com/inference-sandbox/sandbox/internal/cmd/key"
 	"github.com/inference-sandbox/sandbox/internal/cmd/kubeconfig"
+	"github.com/inference-sandbox/sandbox/internal/cmd/model"
 	"github.com/inference-sandbox/sandbox/internal/cmd/nodeimage"
 	"github.com/inference-sandbox/sandbox/internal/cmd/pending"
 	"github.com/inference-sandbox/sandbox/internal/cmd/status"
@@ -46,6 +47,7 @@ went and how many replicas each model runs.`,
 		kubeconfig.NewCmd(f),
 		endpoint.NewCmd(f),
 		key.NewCmd(f),
+		model.NewCmd(f),
 		nodeimage.NewCmd(f),
 		version.NewCmd(f),
 	)
