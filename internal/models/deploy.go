@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/release"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -151,14 +153,38 @@ func Deploy(ctx context.Context, c *kube.Client, o DeployOptions) error {
 	if err != nil {
 		return err
 	}
+	values := chartValues(o)
 	hc := &helm.Client{Kubeconfig: o.Kubeconfig}
-	if _, err := hc.Apply(ctx, o.Name, o.Namespace, chrt, chartValues(o), 0); err != nil {
-		return fmt.Errorf("deploying model %s: %w", o.Name, err)
+	unchanged, err := releaseCurrent(hc, chrt, o.Name, o.Namespace, values)
+	if err != nil {
+		return err
+	}
+	// An unchanged model is left alone, so a repeated `up` writes no new release revision.
+	if !unchanged {
+		if _, err := hc.Apply(ctx, o.Name, o.Namespace, chrt, values, 0); err != nil {
+			return fmt.Errorf("deploying model %s: %w", o.Name, err)
+		}
 	}
 	if o.Wait > 0 {
 		return WaitReady(ctx, c, o.Namespace, o.Name, o.Wait)
 	}
 	return nil
+}
+
+// releaseCurrent reports whether the deployed release already holds exactly what values render.
+func releaseCurrent(hc *helm.Client, chrt *chart.Chart, name, namespace string, values map[string]any) (bool, error) {
+	rel, err := hc.Get(name, namespace)
+	if err != nil {
+		return false, fmt.Errorf("reading release %s/%s: %w", namespace, name, err)
+	}
+	if rel == nil || rel.Info == nil || rel.Info.Status != release.StatusDeployed {
+		return false, nil
+	}
+	want, err := helm.Render(chrt, name, namespace, values)
+	if err != nil {
+		return false, err
+	}
+	return strings.TrimSpace(want) == strings.TrimSpace(rel.Manifest), nil
 }
 
 // ControllerDeployment is the InferenceSet controller of the offline profile; model pods and

@@ -243,13 +243,13 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	must(c.Create(ctx, pod))
 	pod.Status.Phase = corev1.PodPending
 	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
-		Reason: "Unschedulable", Message: "0/3 nodes are available: 2 Insufficient nvidia.com/gpu."}}
+		Reason: "Unschedulable", Message: "0/3 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: 0/3 nodes are available."}}
 	must(c.Status().Update(ctx, pod))
 	eventually("the Pending reason in status", status(func(s InferenceSetStatus) bool {
 		cond := meta.FindStatusCondition(s.Conditions, ConditionReady)
 		return s.Replicas == 4 && s.ReadyReplicas == 3 && cond != nil && cond.Status == metav1.ConditionFalse &&
 			strings.Contains(cond.Message, "3/4 replicas are ready") &&
-			strings.Contains(cond.Message, "phi-4-mini-3-0 Pending (Unschedulable: 0/3 nodes are available: 2 Insufficient nvidia.com/gpu.)")
+			strings.Contains(cond.Message, "phi-4-mini-3-0 Pending (Unschedulable: 0/3 nodes are available: 2 Insufficient nvidia.com/gpu)")
 	}))
 
 	// Scale down removes the newest replicas, with their Services.

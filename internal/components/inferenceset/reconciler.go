@@ -207,27 +207,44 @@ func (r *Reconciler) applyServices(ctx context.Context, is *InferenceSet, name s
 	return nil
 }
 
-// pendingReasons summarises why replicas' pods are not running, e.g. not enough fake GPUs.
+// pendingReasons summarises why replicas' pods are not running, e.g. not enough fake GPUs:
+// pods with the same reason are named together, and the scheduler's reason is cut after its
+// first sentence (the rest is preemption detail).
 func (r *Reconciler) pendingReasons(ctx context.Context, is *InferenceSet) (string, error) {
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.InNamespace(is.Namespace), client.MatchingLabels{LabelCreatedBy: is.Name}); err != nil {
 		return "", fmt.Errorf("listing pods of InferenceSet %s/%s: %w", is.Namespace, is.Name, err)
 	}
-	var out []string
-	slices.SortFunc(pods.Items, func(a, b corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
-	for _, p := range pods.Items {
+	return summarisePending(pods.Items), nil
+}
+
+func summarisePending(pods []corev1.Pod) string {
+	byReason := map[string][]string{}
+	var reasons []string
+	for _, p := range pods {
 		if p.Status.Phase != corev1.PodPending || !p.DeletionTimestamp.IsZero() {
 			continue
 		}
-		msg := "Pending"
+		why := "Pending"
 		for _, c := range p.Status.Conditions {
 			if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-				msg = "Pending (" + c.Reason + ": " + c.Message + ")"
+				msg, _, _ := strings.Cut(c.Message, ". ")
+				why = "Pending (" + c.Reason + ": " + strings.TrimSuffix(msg, ".") + ")"
 			}
 		}
-		out = append(out, p.Name+" "+msg)
+		if _, ok := byReason[why]; !ok {
+			reasons = append(reasons, why)
+		}
+		byReason[why] = append(byReason[why], p.Name)
 	}
-	return strings.Join(out, "; "), nil
+	slices.Sort(reasons)
+	var out []string
+	for _, why := range reasons {
+		names := byReason[why]
+		slices.Sort(names)
+		out = append(out, strings.Join(names, ", ")+" "+why)
+	}
+	return strings.Join(out, "; ")
 }
 
 func (r *Reconciler) writeStatus(ctx context.Context, is *InferenceSet, ready int32, cond metav1.Condition) error {

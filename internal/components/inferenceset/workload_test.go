@@ -209,3 +209,20 @@ func TestPlanReplicas(t *testing.T) {
 		})
 	}
 }
+
+func TestSummarisePending(t *testing.T) {
+	pending := func(name, msg string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+		if msg != "" {
+			p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: "Unschedulable", Message: msg}}
+		}
+		return p
+	}
+	gpu := "0/3 nodes are available: 2 Insufficient nvidia.com/gpu. no new claims to deallocate, preemption: 0/3 nodes are available: 2 No preemption victims found for incoming pod."
+	running := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "m-0-0"}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}
+	got := summarisePending([]corev1.Pod{running, pending("m-8-0", gpu), pending("m-7-0", gpu), pending("m-9-0", "")})
+	want := "m-9-0 Pending; m-7-0, m-8-0 Pending (Unschedulable: 0/3 nodes are available: 2 Insufficient nvidia.com/gpu)"
+	if got != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+}
