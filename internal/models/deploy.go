@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/release"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -212,17 +213,15 @@ func StackdImage(ctx context.Context, c *kube.Client, systemNamespace string) (s
 	return "", fmt.Errorf("Deployment %s/%s names no image", systemNamespace, ControllerDeployment)
 }
 
+// ErrUnschedulable is returned by WaitReady when every replica that can run is ready and the
+// rest cannot be scheduled (typically: not enough free fake GPUs); waiting longer would not help.
+var ErrUnschedulable = errors.New("replicas cannot be scheduled")
+
 // WaitReady waits until every replica of the model is ready and its endpoint picker serves.
 func WaitReady(ctx context.Context, c *kube.Client, namespace, name string, timeout time.Duration) error {
 	epp := name + "-inferencepool-epp"
+	var stuck error
 	err := kube.WaitFor(ctx, timeout, time.Second, "model "+namespace+"/"+name, func(ctx context.Context) (bool, string, error) {
-		m, err := getModel(ctx, c, namespace, name)
-		if err != nil {
-			return false, err.Error(), nil
-		}
-		if !m.Ready {
-			return false, m.Message, nil
-		}
 		d, err := c.Clientset.AppsV1().Deployments(namespace).Get(ctx, epp, metav1.GetOptions{})
 		if err != nil {
 			return false, "endpoint picker: " + err.Error(), nil
@@ -230,12 +229,48 @@ func WaitReady(ctx context.Context, c *kube.Client, namespace, name string, time
 		if ok, why := kube.DeploymentReady(d); !ok {
 			return false, "endpoint picker " + epp + ": " + why, nil
 		}
-		return true, "", nil
+		m, err := getModel(ctx, c, namespace, name)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		if m.Ready {
+			return true, "", nil
+		}
+		n, why, err := unschedulable(ctx, c, namespace, name)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		if n > 0 && int(m.ReadyReplicas)+n >= int(m.Replicas) {
+			stuck = fmt.Errorf("model %s/%s: %d/%d replicas ready, %w: %d (%s); free fake GPUs (delete a model) or deploy fewer replicas",
+				namespace, name, m.ReadyReplicas, m.Replicas, ErrUnschedulable, n, why)
+			return true, "", nil
+		}
+		return false, m.Message, nil
 	})
 	if err != nil {
 		return fmt.Errorf("%w (see `kubectl -n %s describe inferenceset %s`)", err, namespace, name)
 	}
-	return nil
+	return stuck
+}
+
+// unschedulable counts the model's pods the scheduler has turned down, with the first reason.
+func unschedulable(ctx context.Context, c *kube.Client, namespace, name string) (int, string, error) {
+	pods, err := c.Clientset.CoreV1().Pods(namespace).List(ctx, metav1.ListOptions{LabelSelector: inferenceset.Selector(name)})
+	if err != nil {
+		return 0, "", fmt.Errorf("listing pods of model %s/%s: %w", namespace, name, err)
+	}
+	n, why := 0, ""
+	for _, p := range pods.Items {
+		for _, cond := range p.Status.Conditions {
+			if cond.Type == corev1.PodScheduled && cond.Status == corev1.ConditionFalse && cond.Reason == corev1.PodReasonUnschedulable {
+				n++
+				if why == "" {
+					why, _, _ = strings.Cut(cond.Message, ". ")
+				}
+			}
+		}
+	}
+	return n, why, nil
 }
 
 // Model is one deployed model as `model list` shows it.
