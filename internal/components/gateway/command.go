@@ -36,7 +36,7 @@ type Options struct {
 func NewCommand() *cobra.Command {
 	o := Options{Port: 8080, HealthPort: 8081, Config: Config{
 		AuthzTimeout: 5 * time.Second, BBRTimeout: 5 * time.Second, PickerTimeout: 10 * time.Second,
-		MaxBodyBytes: DefaultMaxBodyBytes, DialTimeout: 5 * time.Second,
+		MaxBodyBytes: DefaultMaxBodyBytes, DialTimeout: 5 * time.Second, BackendTimeout: 10 * time.Minute,
 	}}
 	cmd := &cobra.Command{
 		Use:   "gateway",
@@ -72,6 +72,7 @@ The controller subcommand gives every Gateway of the class its own data plane.`,
 	f.BoolVar(&c.SkipPickerResponse, "epp-skip-response", false, "do not send responses through the endpoint picker")
 	f.Int64Var(&c.MaxBodyBytes, "max-request-body-bytes", c.MaxBodyBytes, "largest request body; larger ones get 413")
 	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "timeout of connecting to a model endpoint")
+	f.DurationVar(&c.BackendTimeout, "backend-timeout", c.BackendTimeout, "how long a model endpoint may take to start answering")
 	_ = cmd.MarkFlagRequired("gateway")
 	cmd.AddCommand(controller.NewCommand())
 	return cmd

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -332,5 +333,26 @@ func TestCrossModelIsolationUnderConcurrency(t *testing.T) {
 		if total != 20 {
 			t.Errorf("%s simulators counted %v successes, want 20", name, total)
 		}
+	}
+}
+
+func TestSilentBackendTimesOut(t *testing.T) {
+	s := newStack(t, stackOptions{simsPerModel: 1, gateway: func(c *Config) { c.BackendTimeout = 300 * time.Millisecond }}, "phi-4-mini")
+	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body lets the server notice the gateway hanging up, which ends the context.
+		_, _ = io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
+	}))
+	t.Cleanup(silent.Close)
+	m := s.models["phi-4-mini"]
+	m.picker.endpoints = []string{strings.TrimPrefix(silent.URL, "http://")}
+	start := time.Now()
+	resp := s.do("POST", "/v1/chat/completions", chatBody("phi-4-mini"))
+	e := errorReply(t, resp)
+	if resp.StatusCode != 503 || e.Code != "model_unavailable" || resp.Header.Get("Retry-After") != "10" {
+		t.Errorf("silent backend: %d %+v", resp.StatusCode, e)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("answered after %v", d)
 	}
 }

@@ -152,8 +152,12 @@ type processingMode struct {
 // openExchange opens an ext_proc stream and sends the request headers. The message timeout
 // covers opening the stream too, so a processor that accepts connections but never answers
 // cannot hold the request.
+//
+// The request body, when there is one, is pumped from its own goroutine while the caller waits
+// for the header reply; keep is as for pump.
 func openExchange(ctx context.Context, what string, client extprocv3.ExternalProcessorClient, timeout time.Duration,
-	mode processingMode, headers *corev3.HeaderMap, endOfStream bool) (*exchange, error) {
+	mode processingMode, r *http.Request, body bodySource, keep bool) (*exchange, error) {
+	endOfStream := body == nil
 	sctx, cancel := context.WithCancel(ctx)
 	x := &exchange{what: what, cancel: cancel, timeout: timeout, pumpDone: make(chan struct{}), responses: mode.responseHeaders}
 	x.arm()
@@ -170,7 +174,7 @@ func openExchange(ctx context.Context, what string, client extprocv3.ExternalPro
 	}
 	first := &extprocv3.ProcessingRequest{
 		Request: &extprocv3.ProcessingRequest_RequestHeaders{RequestHeaders: &extprocv3.HttpHeaders{
-			Headers: headers, EndOfStream: endOfStream,
+			Headers: extproc.RequestHeaderMap(r), EndOfStream: endOfStream,
 		}},
 		ProtocolConfig: &extprocv3.ProtocolConfiguration{
 			RequestBodyMode:                         filterv3.ProcessingMode_FULL_DUPLEX_STREAMED,
@@ -185,6 +189,11 @@ func openExchange(ctx context.Context, what string, client extprocv3.ExternalPro
 	if err := stream.Send(first); err != nil {
 		x.close()
 		return nil, x.fail(err)
+	}
+	if endOfStream {
+		close(x.pumpDone)
+	} else {
+		go x.pump(body, keep)
 	}
 	return x, nil
 }
@@ -293,14 +302,18 @@ func (x *exchange) recv() (*extprocv3.ProcessingResponse, error) {
 	return nil, x.fail(err)
 }
 
-// requestHeaders waits for the answer to the request headers.
-func (x *exchange) requestHeaders() (*extprocv3.ProcessingResponse, error) {
+// requestHeaders waits for the answer to the request headers and applies its header mutation
+// to h.
+func (x *exchange) requestHeaders(h http.Header) (*extprocv3.ProcessingResponse, error) {
 	resp, err := x.recv()
 	if err != nil {
 		return nil, err
 	}
 	if resp.GetRequestHeaders() == nil {
 		return nil, x.fail(fmt.Errorf("protocol: expected a request_headers reply, got %T", resp.GetResponse()))
+	}
+	if err := extproc.ApplyHeaderMutation(h, resp.GetRequestHeaders().GetResponse().GetHeaderMutation()); err != nil {
+		return nil, x.fail(err)
 	}
 	if x.noBody && !x.responses {
 		x.finished.Store(true)

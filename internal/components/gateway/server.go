@@ -76,7 +76,11 @@ type Config struct {
 	MaxBodyBytes int64
 	// DialTimeout bounds connecting to a backend endpoint.
 	DialTimeout time.Duration
-	Logger      *slog.Logger
+	// BackendTimeout bounds the wait for a backend's response headers, so that a model server
+	// that accepts a request and never answers cannot hold the client forever. A non-streaming
+	// completion sends its headers only when the whole answer is ready, hence the long default.
+	BackendTimeout time.Duration
+	Logger         *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -94,6 +98,9 @@ func (c *Config) defaults() {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.BackendTimeout <= 0 {
+		c.BackendTimeout = 10 * time.Minute
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -135,6 +142,8 @@ func New(cfg Config, table routing.Table) (*Server, error) {
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
+		// A timeout here reaches the client as upstream's retryable model_unavailable.
+		ResponseHeaderTimeout: cfg.BackendTimeout,
 		// Bodies pass through as the backend sent them; the client negotiates its own encoding.
 		DisableCompression: true,
 		// HTTP/1.1 only: a vLLM-compatible simulator answers h2c with its gRPC API, not the
@@ -183,22 +192,13 @@ func (s *Server) serve(w *responseWriter, r *http.Request) error {
 	noBody := client.empty()
 	var body bodySource = client
 	if s.bbr != nil {
-		x, err := openExchange(ctx, "bbr", s.bbr, s.cfg.BBRTimeout, processingMode{}, extproc.RequestHeaderMap(r), noBody)
+		x, err := openExchange(ctx, "bbr", s.bbr, s.cfg.BBRTimeout, processingMode{}, r, bodyOrNil(body, noBody), false)
 		if err != nil {
 			return err
 		}
 		defer x.close()
-		if noBody {
-			close(x.pumpDone)
-		} else {
-			go x.pump(body, false)
-		}
-		resp, err := x.requestHeaders()
-		if err != nil {
+		if _, err := x.requestHeaders(r.Header); err != nil {
 			return err
-		}
-		if err := extproc.ApplyHeaderMutation(r.Header, resp.GetRequestHeaders().GetResponse().GetHeaderMutation()); err != nil {
-			return x.fail(err)
 		}
 		if !noBody {
 			body = requestBody{x: x}
@@ -297,25 +297,17 @@ func (s *Server) pick(r *http.Request, body bodySource, noBody bool, pool *routi
 		return nil, &processorError{what: "epp", err: err}
 	}
 	mode := processingMode{responseHeaders: !s.cfg.SkipPickerResponse}
-	x, err := openExchange(r.Context(), "epp", extprocv3.NewExternalProcessorClient(cc), s.cfg.PickerTimeout, mode, extproc.RequestHeaderMap(r), noBody)
+	x, err := openExchange(r.Context(), "epp", extprocv3.NewExternalProcessorClient(cc), s.cfg.PickerTimeout, mode, r, bodyOrNil(body, noBody), keep)
 	if err != nil {
 		return nil, err
 	}
-	if noBody {
-		close(x.pumpDone)
-	} else {
-		go x.pump(body, keep)
-	}
-	resp, err := x.requestHeaders()
+	resp, err := x.requestHeaders(r.Header)
 	if err != nil {
 		return x, err
 	}
 	fr.dests = destinations(resp)
 	if len(fr.dests) == 0 {
 		return x, x.fail(errors.New("the reply names no " + destinationHeader))
-	}
-	if err := extproc.ApplyHeaderMutation(r.Header, resp.GetRequestHeaders().GetResponse().GetHeaderMutation()); err != nil {
-		return x, x.fail(err)
 	}
 	if !noBody {
 		if fr.payload, err = readAll(requestBody{x: x}, s.cfg.MaxBodyBytes); err != nil {
@@ -354,6 +346,13 @@ func destinations(resp *extprocv3.ProcessingResponse) []string {
 		}
 	}
 	return out
+}
+
+func bodyOrNil(body bodySource, noBody bool) bodySource {
+	if noBody {
+		return nil
+	}
+	return body
 }
 
 func pickOne(addrs []string) string {
