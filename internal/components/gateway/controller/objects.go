@@ -124,6 +124,9 @@ func setDeployment(d *appsv1.Deployment, gw *gatewayv1.Gateway, o Options) {
 		Image:           o.Image,
 		ImagePullPolicy: corev1.PullIfNotPresent,
 		Args:            dataPlaneArgs(gw, o),
+		// The data plane allocates per request and keeps little: a lazier collector saves about a
+		// quarter of its CPU (BenchmarkThroughput, GOGC=400 vs 100) for a few MiB of heap.
+		Env: []corev1.EnvVar{{Name: "GOGC", Value: "400"}},
 		Ports: []corev1.ContainerPort{
 			{Name: "http", ContainerPort: httpPort, Protocol: corev1.ProtocolTCP},
 			{Name: "health", ContainerPort: healthPort, Protocol: corev1.ProtocolTCP},
