@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -40,28 +39,8 @@ func TestGateway(t *testing.T) {
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			cs := clientset(t, cfg)
 			labels := map[string]string{"app": model}
-			replicas := int32(1)
-			d := &appsv1.Deployment{
-				ObjectMeta: metav1.ObjectMeta{Name: model, Namespace: ns},
-				Spec: appsv1.DeploymentSpec{
-					Replicas: &replicas,
-					Selector: &metav1.LabelSelector{MatchLabels: labels},
-					Template: corev1.PodTemplateSpec{
-						ObjectMeta: metav1.ObjectMeta{Labels: labels},
-						Spec: corev1.PodSpec{
-							TerminationGracePeriodSeconds: new(int64),
-							Containers: []corev1.Container{{
-								Name: "sim", Image: sb.Up.StackdImage, ImagePullPolicy: corev1.PullNever,
-								Args:  []string{"sim", "--model", model, "--port", "5000", "--mode", "echo"},
-								Ports: []corev1.ContainerPort{{ContainerPort: 5000}},
-								ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{
-									HTTPGet: &corev1.HTTPGetAction{Path: "/health", Port: intOrPort(5000)},
-								}, PeriodSeconds: 1},
-							}},
-						},
-					},
-				},
-			}
+			d := stackdDeployment(ns, model, 1, []string{"sim", "--model", model, "--port", "5000", "--mode", "echo"}, 5000,
+				&corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/health", Port: intOrPort(5000)}}, PeriodSeconds: 1})
 			if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}

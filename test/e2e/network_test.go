@@ -26,33 +26,15 @@ func TestPodNetwork(t *testing.T) {
 		WithLabel("tier", "pr").WithLabel("area", "cluster").
 		Setup(func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			cs := clientset(t, cfg)
-			replicas := int32(sb.Workers)
 			labels := map[string]string{"app": name}
-			d := &appsv1.Deployment{
-				ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-				Spec: appsv1.DeploymentSpec{
-					Replicas: &replicas,
-					Selector: &metav1.LabelSelector{MatchLabels: labels},
-					Template: corev1.PodTemplateSpec{
-						ObjectMeta: metav1.ObjectMeta{Labels: labels},
-						Spec: corev1.PodSpec{
-							TerminationGracePeriodSeconds: new(int64),
-							// one pod per worker
-							Affinity: &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
-								RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
-									LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
-									TopologyKey:   "kubernetes.io/hostname",
-								}},
-							}},
-							Containers: []corev1.Container{{
-								Name: "http", Image: sb.Up.StackdImage, ImagePullPolicy: corev1.PullNever,
-								Args:  []string{"notfound", "--port", "8080"},
-								Ports: []corev1.ContainerPort{{ContainerPort: 8080}},
-							}},
-						},
-					},
-				},
-			}
+			d := stackdDeployment(ns, name, int32(sb.Workers), []string{"notfound", "--port", "8080"}, 8080, nil)
+			// one pod per worker
+			d.Spec.Template.Spec.Affinity = &corev1.Affinity{PodAntiAffinity: &corev1.PodAntiAffinity{
+				RequiredDuringSchedulingIgnoredDuringExecution: []corev1.PodAffinityTerm{{
+					LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+					TopologyKey:   "kubernetes.io/hostname",
+				}},
+			}}
 			if _, err := cs.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{}); err != nil {
 				t.Fatal(err)
 			}
@@ -106,3 +88,26 @@ func TestPodNetwork(t *testing.T) {
 }
 
 func intOrPort(p int) intstr.IntOrString { return intstr.FromInt(p) }
+
+// stackdDeployment runs `stackd <args>` from the sandbox's own image, labelled app=<name>.
+func stackdDeployment(ns, name string, replicas int32, args []string, port int, readiness *corev1.Probe) *appsv1.Deployment {
+	labels := map[string]string{"app": name}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					TerminationGracePeriodSeconds: new(int64),
+					Containers: []corev1.Container{{
+						Name: "stackd", Image: sb.Up.StackdImage, ImagePullPolicy: corev1.PullNever,
+						Args: args, Ports: []corev1.ContainerPort{{ContainerPort: int32(port)}},
+						ReadinessProbe: readiness,
+					}},
+				},
+			},
+		},
+	}
+}
