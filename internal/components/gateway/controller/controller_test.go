@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -37,29 +35,11 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/inference-sandbox/sandbox/internal/addons"
+	"github.com/inference-sandbox/sandbox/internal/apiservertest"
 	"github.com/inference-sandbox/sandbox/internal/crds"
 	"github.com/inference-sandbox/sandbox/internal/kube"
-	"github.com/inference-sandbox/sandbox/internal/nodeimage"
 	"github.com/inference-sandbox/sandbox/manifests"
 )
-
-// apiServerBinaries finds a kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else the ones the
-// sandbox's node-image builder compiled from the Kubernetes module.
-func apiServerBinaries(t *testing.T) string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	matches, _ := filepath.Glob(filepath.Join(nodeimage.DefaultCacheDir(), "bin", "*", "kube-apiserver"))
-	slices.Sort(matches)
-	for i := len(matches) - 1; i >= 0; i-- {
-		dir := filepath.Dir(matches[i])
-		if _, err := os.Stat(filepath.Join(dir, "etcd")); err == nil {
-			return dir
-		}
-	}
-	t.Skip("no kube-apiserver/etcd: set KUBEBUILDER_ASSETS or run `sandbox node-image build` once")
-	return ""
-}
 
 func testCRDs(t *testing.T) []*apiextensionsv1.CustomResourceDefinition {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -95,7 +75,7 @@ func testCRDs(t *testing.T) []*apiextensionsv1.CustomResourceDefinition {
 
 func TestControllerAgainstAPIServer(t *testing.T) {
 	env := &envtest.Environment{
-		BinaryAssetsDirectory: apiServerBinaries(t),
+		BinaryAssetsDirectory: apiservertest.BinaryDir(t),
 		CRDInstallOptions:     envtest.CRDInstallOptions{CRDs: testCRDs(t)},
 	}
 	log.SetLogger(logr.Discard())
