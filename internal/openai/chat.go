@@ -113,17 +113,18 @@ func (c *MessageContent) UnmarshalJSON(data []byte) error {
 	}
 }
 
-// ToolCall is a function call made by the assistant.
+// ToolCall is a function call made by the assistant. In a stream, the first delta of a call
+// carries its id, type and name and later deltas only argument fragments, hence omitempty.
 type ToolCall struct {
 	Index    *int         `json:"index,omitempty"`
-	ID       string       `json:"id"`
-	Type     string       `json:"type"`
+	ID       string       `json:"id,omitempty"`
+	Type     string       `json:"type,omitempty"`
 	Function FunctionCall `json:"function"`
 }
 
 // FunctionCall names the function and carries its JSON-encoded arguments.
 type FunctionCall struct {
-	Name      string `json:"name"`
+	Name      string `json:"name,omitempty"`
 	Arguments string `json:"arguments"`
 }
 

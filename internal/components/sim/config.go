@@ -174,6 +174,16 @@ type Config struct {
 
 	Seed int64 `json:"seed"`
 
+	// Ranges of randomly generated tool-call arguments (upstream's defaults).
+	MaxToolCallIntegerParam                   int     `json:"max-tool-call-integer-param"`
+	MinToolCallIntegerParam                   int     `json:"min-tool-call-integer-param"`
+	MaxToolCallNumberParam                    float64 `json:"max-tool-call-number-param"`
+	MinToolCallNumberParam                    float64 `json:"min-tool-call-number-param"`
+	MaxToolCallArrayParamLength               int     `json:"max-tool-call-array-param-length"`
+	MinToolCallArrayParamLength               int     `json:"min-tool-call-array-param-length"`
+	ToolCallNotRequiredParamProbability       int     `json:"tool-call-not-required-param-probability"`
+	ObjectToolCallNotRequiredParamProbability int     `json:"object-tool-call-not-required-field-probability"`
+
 	EnableKVCache           bool    `json:"enable-kvcache"`
 	KVCacheSize             int     `json:"kv-cache-size"`
 	BlockSize               int     `json:"block-size"`
@@ -213,6 +223,13 @@ func DefaultConfig() Config {
 		DataParallelSize:      1,
 		TimeFactorUnderLoad:   1.0,
 		Seed:                  time.Now().UnixNano(),
+
+		MaxToolCallIntegerParam:                   100,
+		MaxToolCallNumberParam:                    100,
+		MaxToolCallArrayParamLength:               5,
+		MinToolCallArrayParamLength:               1,
+		ToolCallNotRequiredParamProbability:       50,
+		ObjectToolCallNotRequiredParamProbability: 50,
 		KVCacheSize:           1024,
 		BlockSize:             16,
 		ZMQEndpoint:           "tcp://127.0.0.1:5557",
@@ -304,6 +321,17 @@ func (c *Config) Validate() error {
 		}
 		if k.checkRatio && float64(k.std) > 0.3*float64(k.mean) {
 			bad("%s (%s) cannot be more than 30%% of %s (%s)", k.stdName, k.std, k.name, k.mean)
+		}
+	}
+	if c.MinToolCallIntegerParam > c.MaxToolCallIntegerParam || c.MinToolCallNumberParam > c.MaxToolCallNumberParam {
+		bad("min-tool-call-*-param must not exceed max-tool-call-*-param")
+	}
+	if c.MinToolCallArrayParamLength < 0 || c.MinToolCallArrayParamLength > c.MaxToolCallArrayParamLength {
+		bad("tool-call array lengths must satisfy 0 <= min-tool-call-array-param-length <= max-tool-call-array-param-length")
+	}
+	for _, p := range []int{c.ToolCallNotRequiredParamProbability, c.ObjectToolCallNotRequiredParamProbability} {
+		if p < 0 || p > 100 {
+			bad("tool-call probabilities must be within 0..100, got %d", p)
 		}
 	}
 	if c.TimeFactorUnderLoad < 1.0 {

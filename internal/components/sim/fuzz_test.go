@@ -28,6 +28,8 @@ var decoderSeeds = []string{
 	`{"model":"test-model","messages":[{"role":"user","content":5}]}`,
 	`{"model":"test-model","messages":[{"role":"user","content":"x"}],"max_tokens":2000}`,
 	`{"model":"test-model","messages":[{"role":"user","content":"x"}],"n":100000}`,
+	`{"model":"test-model","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"a":{"type":"array","items":{"type":"integer"},"maxItems":2},"b":{"type":"object","properties":{"c":{"type":"boolean"}}}},"required":["a"]}}}],"tool_choice":"required","stream":true}`,
+	`{"model":"test-model","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"f"}},"n":2}`,
 	`{"model":`, `[]`, `null`, ``, "\xff\xfe", `{"model":"test-model","prompt":{"a":1}}`,
 }
 

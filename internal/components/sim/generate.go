@@ -14,6 +14,8 @@ import (
 // different choices may come from different goroutines.
 type sink interface {
 	token(choice int, tok string) error
+	// toolDelta streams part of a tool call; finish is set on the choice's last delta.
+	toolDelta(choice int, delta openai.ToolCall, finish *string) error
 	finish(choice int, reason string, generated int) error
 }
 
@@ -21,7 +23,8 @@ type sink interface {
 type subResult struct {
 	promptTokens, cachedTokens, generated int
 	finishReason                          string
-	tokens                                []string // kept for non-streaming responses
+	tokens                                []string          // kept for non-streaming responses
+	toolCalls                             []openai.ToolCall // instead of tokens, for tool calls
 }
 
 // sleep waits d or until ctx ends. The timer is reused across a request's tokens.
@@ -109,7 +112,19 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 	}
 	toks, reason := s.outputTokens(j, p, dst)
 	res.tokens, res.finishReason, res.generated = toks, reason, len(toks)
-	stats.finishReason, stats.generatedTokens = reason, len(toks)
+	// A tool call is emitted as one step per call (its header) plus one per argument token.
+	steps := len(toks)
+	emit := func(i int) error { return out.token(choice, toks[i]) }
+	if calls, argTokens := s.toolCalls(j); len(calls) > 0 {
+		res.tokens, res.toolCalls, res.finishReason = nil, calls, openai.FinishToolCalls
+		res.generated = toolCallTokens(argTokens)
+		steps = len(calls)
+		for _, a := range argTokens {
+			steps += len(a)
+		}
+		emit = toolEmitter(out, choice, calls, argTokens, steps)
+	}
+	stats.finishReason, stats.generatedTokens = res.finishReason, res.generated
 
 	var timer *time.Timer
 	lat := s.lat.Load() // one latency configuration for the whole sub-request
@@ -128,7 +143,7 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 	}
 	stats.simulatedTTFT = ttft
 	stats.prefill = decodeStart.Sub(runStart)
-	for i, tok := range toks {
+	for i := 0; i < steps; i++ {
 		if i > 0 {
 			itl := time.Duration(0)
 			if !zeroLatency {
@@ -143,7 +158,7 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 			stats.itlSum += itl
 			stats.itlCount++
 		}
-		if err := out.token(choice, tok); err != nil {
+		if err := emit(i); err != nil {
 			return err
 		}
 	}
@@ -154,7 +169,33 @@ func (s *Server) runSub(ctx context.Context, j *job, promptIdx, choice int, out 
 	stats.decode = end.Sub(decodeStart)
 	stats.e2e = end.Sub(arrived)
 	mm.record(&stats)
-	return out.finish(choice, reason, len(toks))
+	return out.finish(choice, res.finishReason, res.generated)
+}
+
+// toolEmitter maps step numbers to tool-call deltas: a call's first step carries its id,
+// type and name, the following ones its argument fragments; the last step carries the
+// finish reason, as upstream attaches it to the final tool chunk.
+func toolEmitter(out sink, choice int, calls []openai.ToolCall, argTokens [][]string, steps int) func(int) error {
+	finish := openai.FinishToolCalls
+	call, next := 0, 0 // next: index into the current call's argument tokens, -1 before its header
+	next = -1
+	return func(step int) error {
+		var delta openai.ToolCall
+		if next < 0 {
+			delta = openai.ToolCall{Index: calls[call].Index, ID: calls[call].ID, Type: calls[call].Type,
+				Function: openai.FunctionCall{Name: calls[call].Function.Name}}
+		} else {
+			delta = openai.ToolCall{Index: calls[call].Index, Function: openai.FunctionCall{Arguments: argTokens[call][next]}}
+		}
+		if next++; next >= len(argTokens[call]) {
+			call, next = call+1, -1
+		}
+		var f *string
+		if step == steps-1 {
+			f = &finish
+		}
+		return out.toolDelta(choice, delta, f)
+	}
 }
 
 func (s *Server) belowCacheThreshold(j *job, p *prompt, cached int) bool {

@@ -72,6 +72,9 @@ type job struct {
 	remotePrefill  bool
 	forceCacheMiss bool   // X-Cache-Threshold-Finish-Reason: true
 	requestID      string // echoed in X-Request-Id when enabled
+	tools          []toolDef
+	toolMode       toolMode
+	forcedTool     string
 
 	// Inline storage for the common single-choice request, so that it needs no separate
 	// allocations for its prompt, result, token list and usage details.
@@ -150,6 +153,9 @@ func (s *Server) chatJob(body []byte, j *job) (string, *apiError) {
 	}
 	if len(req.Messages) == 0 {
 		return "", badRequest("messages", "messages must not be empty")
+	}
+	if err := parseTools(j, &s.cfg, req.Tools, req.ToolChoice); err != nil {
+		return "", err
 	}
 	var b strings.Builder
 	for i := range req.Messages {

@@ -350,8 +350,9 @@ func (s *Server) observeJob(j *job, results []subResult, err error) {
 // discardSink is the sink of non-streaming requests, which answer from the results.
 type discardSink struct{}
 
-func (discardSink) token(int, string) error       { return nil }
-func (discardSink) finish(int, string, int) error { return nil }
+func (discardSink) token(int, string) error                       { return nil }
+func (discardSink) toolDelta(int, openai.ToolCall, *string) error { return nil }
+func (discardSink) finish(int, string, int) error                 { return nil }
 
 var kvTransferPlaceholder = func() *openai.KVTransferParams {
 	dummy := "DUMMY_ID"
@@ -377,7 +378,7 @@ func (s *Server) appendResponse(b []byte, j *job, results []subResult) []byte {
 			Choices: choices, Usage: &usage, KVTransferParams: kv}
 		for i := range results {
 			resp.Choices[i] = openai.ChatCompletionChoice{Index: i, FinishReason: results[i].finishReason,
-				Message: openai.AssistantMessage{Role: "assistant", Content: joinTokens(results[i].tokens)}}
+				Message: openai.AssistantMessage{Role: "assistant", Content: joinTokens(results[i].tokens), ToolCalls: results[i].toolCalls}}
 		}
 		return resp.AppendJSON(b)
 	}

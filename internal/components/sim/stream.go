@@ -94,11 +94,23 @@ func (s *streamSink) token(choice int, tok string) error {
 	return s.textChunk(choice, nil, tok)
 }
 
+func (s *streamSink) toolDelta(choice int, delta openai.ToolCall, finish *string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.roleLocked(choice); err != nil {
+		return err
+	}
+	return s.chatChunk(choice, finish, openai.ChatDelta{ToolCalls: []openai.ToolCall{delta}})
+}
+
 func (s *streamSink) finish(choice int, reason string, _ int) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.roleLocked(choice); err != nil {
 		return err
+	}
+	if reason == openai.FinishToolCalls {
+		return nil // already on the last tool-call chunk
 	}
 	if s.j.chat {
 		return s.chatChunk(choice, &reason, openai.ChatDelta{})
