@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/inference-sandbox/sandbox/internal/nodeimage"
 	"github.com/inference-sandbox/sandbox/internal/progress"
 )
 
@@ -55,17 +56,10 @@ type BuildOptions struct {
 	Force bool
 }
 
-// DefaultCacheDir is $XDG_CACHE_HOME/sandbox/keda (~/.cache/sandbox/keda).
+// DefaultCacheDir is the keda directory next to the node image's cache
+// (~/.cache/sandbox/keda), so one `rm -rf ~/.cache/sandbox` clears every build.
 func DefaultCacheDir() string {
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			home = os.TempDir()
-		}
-		base = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(base, "sandbox", "keda")
+	return filepath.Join(filepath.Dir(nodeimage.DefaultCacheDir()), "keda")
 }
 
 // goMod is the build module's go.mod.
