@@ -160,6 +160,9 @@ func TestModeldeploymentRendersDefaultModel(t *testing.T) {
 	if v, _ := cmd.Flags().GetString("pool-name"); v != "phi-4-mini-inferencepool" {
 		t.Errorf("--pool-name %q", v)
 	}
+	if field[int64](t, dep, "spec", "strategy", "rollingUpdate", "maxUnavailable") != 0 {
+		t.Error("a picker update would leave the pool without a picker (FailClose: 502s)")
+	}
 	svcPorts := field[[]any](t, objs["Service/phi-4-mini-inferencepool-epp"], "spec", "ports")
 	if svcPorts[0].(map[string]any)["port"] != int64(9002) || svcPorts[0].(map[string]any)["appProtocol"] != "grpc" {
 		t.Errorf("picker Service ports %v", svcPorts)

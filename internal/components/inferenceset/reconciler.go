@@ -91,7 +91,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		owned[idx] = sts
 		have = append(have, replica{
 			index:    idx,
-			ready:    sts.Status.ReadyReplicas >= 1,
+			ready:    replicaReady(sts),
 			current:  sts.Annotations[annotationTemplateHash] == r.hashFor(&is, sts.Name),
 			deleting: !sts.DeletionTimestamp.IsZero(),
 		})
@@ -153,6 +153,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
 	}
 	return ctrl.Result{}, nil
+}
+
+// replicaReady reports whether the replica's pod serves the StatefulSet's current template. A
+// status that has not caught up with the last template change does not count: right after an
+// update it still reports the old pod as ready, and trusting it would roll the next replica
+// while this one restarts.
+func replicaReady(sts *appsv1.StatefulSet) bool {
+	st := sts.Status
+	return st.ObservedGeneration >= sts.Generation && st.ReadyReplicas >= 1 && st.CurrentRevision == st.UpdateRevision
 }
 
 // hashFor is the template hash replica name should carry.

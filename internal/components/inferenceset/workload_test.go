@@ -226,3 +226,19 @@ func TestSummarisePending(t *testing.T) {
 		t.Errorf("got  %q\nwant %q", got, want)
 	}
 }
+
+func TestReplicaReadyIgnoresStaleStatus(t *testing.T) {
+	sts := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Generation: 2}}
+	sts.Status = appsv1.StatefulSetStatus{ObservedGeneration: 2, ReadyReplicas: 1, CurrentRevision: "a", UpdateRevision: "a"}
+	if !replicaReady(sts) {
+		t.Error("a settled replica is not ready")
+	}
+	sts.Generation = 3 // the template just changed; the status still describes the old pod
+	if replicaReady(sts) {
+		t.Error("stale status counted as ready")
+	}
+	sts.Status.ObservedGeneration, sts.Status.UpdateRevision = 3, "b" // the old pod is being replaced
+	if replicaReady(sts) {
+		t.Error("a rolling replica counted as ready")
+	}
+}
