@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -30,28 +28,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/inference-sandbox/sandbox/internal/addons"
+	"github.com/inference-sandbox/sandbox/internal/apiservertest"
 	"github.com/inference-sandbox/sandbox/internal/kube"
-	"github.com/inference-sandbox/sandbox/internal/nodeimage"
 	"github.com/inference-sandbox/sandbox/manifests"
 )
-
-// apiServerBinaries finds a kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else the ones the
-// sandbox's node-image builder compiled from the Kubernetes module.
-func apiServerBinaries(t *testing.T) string {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
-	}
-	matches, _ := filepath.Glob(filepath.Join(nodeimage.DefaultCacheDir(), "bin", "*", "kube-apiserver"))
-	slices.Sort(matches)
-	for i := len(matches) - 1; i >= 0; i-- {
-		dir := filepath.Dir(matches[i])
-		if _, err := os.Stat(filepath.Join(dir, "etcd")); err == nil {
-			return dir
-		}
-	}
-	t.Skip("no kube-apiserver/etcd: set KUBEBUILDER_ASSETS or run `sandbox node-image build` once")
-	return ""
-}
 
 // TestControllerAgainstAPIServer runs the controller, with exactly the RBAC of its offline
 // manifest, against a real kube-apiserver. Nothing runs pods there, so the test plays the
@@ -66,7 +46,7 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	env := &envtest.Environment{
-		BinaryAssetsDirectory: apiServerBinaries(t),
+		BinaryAssetsDirectory: apiservertest.BinaryDir(t),
 		CRDInstallOptions:     envtest.CRDInstallOptions{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}},
 	}
 	log.SetLogger(logr.Discard())

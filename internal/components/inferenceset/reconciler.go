@@ -275,4 +275,3 @@ func (r *Reconciler) writeStatus(ctx context.Context, is *InferenceSet, ready in
 	}
 	return nil
 }
-

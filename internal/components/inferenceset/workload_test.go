@@ -93,8 +93,10 @@ func TestLatencyAnnotationPrecedence(t *testing.T) {
 
 func TestValidate(t *testing.T) {
 	for name, mutate := range map[string]func(*InferenceSet){
-		"no preset":      func(is *InferenceSet) { is.Spec.Template.Inference.Preset = nil },
-		"bad profile":    func(is *InferenceSet) { is.Spec.Template.Metadata.Annotations = map[string]string{AnnotationLatencyProfile: "h200"} },
+		"no preset": func(is *InferenceSet) { is.Spec.Template.Inference.Preset = nil },
+		"bad profile": func(is *InferenceSet) {
+			is.Spec.Template.Metadata.Annotations = map[string]string{AnnotationLatencyProfile: "h200"}
+		},
 		"bad calculator": func(is *InferenceSet) { is.Annotations = map[string]string{AnnotationLatencyCalculator: "fast"} },
 		"long name":      func(is *InferenceSet) { is.Name = strings.Repeat("a", 49) },
 	} {
