@@ -104,7 +104,7 @@ func run(ctx context.Context, cfg *rest.Config, o Options, metricsAddr, probeAdd
 	if err != nil {
 		return fmt.Errorf("creating the controller manager: %w", err)
 	}
-	if err := (&Reconciler{Client: mgr.GetClient(), Options: o}).SetupWithManager(mgr); err != nil {
+	if err := (&Reconciler{Client: mgr.GetClient(), Options: o, Recorder: mgr.GetEventRecorder("inferenceset-controller")}).SetupWithManager(mgr); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {

@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -87,7 +88,7 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	}
 	o := DefaultOptions()
 	o.Image = "stackd:test"
-	if err := (&Reconciler{Client: mgr.GetClient(), Options: o}).SetupWithManager(mgr); err != nil {
+	if err := (&Reconciler{Client: mgr.GetClient(), Options: o, Recorder: mgr.GetEventRecorder("inferenceset-controller")}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -231,6 +232,18 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 			strings.Contains(cond.Message, "3/4 replicas are ready") &&
 			strings.Contains(cond.Message, "phi-4-mini-3-0 Pending (Unschedulable: 0/3 nodes are available: 2 Insufficient nvidia.com/gpu)")
 	}))
+
+	eventually("events for kubectl describe", func() (bool, string) {
+		var l eventsv1.EventList
+		must(c.List(ctx, &l, client.InNamespace("models")))
+		var reasons []string
+		for _, e := range l.Items {
+			if e.Regarding.Name == "phi-4-mini" {
+				reasons = append(reasons, e.Reason)
+			}
+		}
+		return slices.Contains(reasons, "ReplicaCreated"), fmt.Sprint(reasons)
+	})
 
 	// Scale down removes the newest replicas, with their Services.
 	setScale(1)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -34,6 +35,14 @@ const FieldOwner = "inferenceset-controller"
 type Reconciler struct {
 	Client  client.Client
 	Options Options
+	// Recorder receives events for `kubectl describe`; optional.
+	Recorder events.EventRecorder
+}
+
+func (r *Reconciler) event(is *InferenceSet, typ, reason, action, note string, args ...any) {
+	if r.Recorder != nil {
+		r.Recorder.Eventf(is, nil, typ, reason, action, note, args...)
+	}
 }
 
 // SetupWithManager registers the controller: InferenceSets, the StatefulSets and Services they
@@ -71,6 +80,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	if err := Validate(&is); err != nil {
+		// Once per distinct problem, not on every pass.
+		if c := meta.FindStatusCondition(is.Status.Conditions, ConditionReady); c == nil || c.Message != err.Error() {
+			r.event(&is, corev1.EventTypeWarning, "InvalidSpec", "Validate", "%v", err)
+		}
 		return ctrl.Result{}, r.writeStatus(ctx, &is, 0, metav1.Condition{
 			Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonFailed, Message: err.Error(),
 		})
@@ -105,6 +118,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.Delete(ctx, owned[i], client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("removing replica %s/%s: %w", is.Namespace, owned[i].Name, err)
 		}
+		r.event(&is, corev1.EventTypeNormal, "ReplicaRemoved", "ScaleDown", "Removed replica %s (%d desired); its pod drains in-flight requests", owned[i].Name, desired)
 		// Its Services go with it; the pod keeps serving through the picker until it terminates.
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: is.Namespace, Name: owned[i].Name}}
 		if err := r.Client.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
@@ -118,6 +132,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	for _, i := range slices.Concat(p.create, p.update) {
 		if err := r.applyReplica(ctx, &is, ReplicaName(is.Name, i)); err != nil {
 			return ctrl.Result{}, err
+		}
+		if slices.Contains(p.create, i) {
+			r.event(&is, corev1.EventTypeNormal, "ReplicaCreated", "ScaleUp", "Created replica %s (%d desired)", ReplicaName(is.Name, i), desired)
+		} else {
+			r.event(&is, corev1.EventTypeNormal, "ReplicaUpdated", "Update", "Rolling replica %s to the new template", ReplicaName(is.Name, i))
 		}
 	}
 	// Replicas that exist and are kept get their Services repaired on every pass.
