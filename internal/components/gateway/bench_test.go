@@ -18,9 +18,8 @@ import (
 //
 //	go test -run '^$' -bench . -benchtime 3000x ./internal/components/gateway/
 //
-// BenchmarkLatencyAt1000RPS paces requests at 1 ms intervals (open loop, each in its own
-// goroutine, so a slow answer does not delay the next request) and reports p50/p99 of the direct
-// and the gateway path and their difference. BenchmarkThroughput runs closed-loop parallel
+// BenchmarkLatencyAt1000RPS paces gateway requests at 1 ms intervals (open loop), samples the
+// direct path at 100 req/s alongside, and reports p50/p99 of both and their difference. BenchmarkThroughput runs closed-loop parallel
 // clients and reports requests per second for each path.
 
 const benchBody = `{"model":"phi-4-mini","messages":[{"role":"user","content":"Benchmark the gateway, please."}],"max_tokens":4}`
@@ -57,28 +56,38 @@ func send(c *http.Client, url string, withKey bool) error {
 	return nil
 }
 
-// paced sends n requests at the given interval and returns their latencies, sorted.
-func paced(b *testing.B, c *http.Client, url string, withKey bool, n int, every time.Duration) []time.Duration {
-	lat := make([]time.Duration, n)
+// paced sends n gateway requests at the given interval, and with every tenth one a direct
+// request as a baseline taken under the same conditions (the machine is shared), each in its own
+// goroutine so that a slow answer does not delay the next request. It returns both latency sets,
+// sorted.
+func paced(b *testing.B, c *http.Client, gateway, direct string, n int, every time.Duration) (gw, base []time.Duration) {
+	gw = make([]time.Duration, n)
+	base = make([]time.Duration, (n+9)/10)
 	var wg sync.WaitGroup
 	var failed sync.Once
+	run := func(into *time.Duration, url string, withKey bool) {
+		defer wg.Done()
+		start := time.Now()
+		if err := send(c, url, withKey); err != nil {
+			failed.Do(func() { b.Errorf("%s: %v", url, err) })
+		}
+		*into = time.Since(start)
+	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for i := range n {
 		<-tick.C
 		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			start := time.Now()
-			if err := send(c, url, withKey); err != nil {
-				failed.Do(func() { b.Errorf("request %d: %v", i, err) })
-			}
-			lat[i] = time.Since(start)
-		}()
+		go run(&gw[i], gateway, true)
+		if i%10 == 0 {
+			wg.Add(1)
+			go run(&base[i/10], direct, false)
+		}
 	}
 	wg.Wait()
-	slices.Sort(lat)
-	return lat
+	slices.Sort(gw)
+	slices.Sort(base)
+	return gw, base
 }
 
 func pct(sorted []time.Duration, p float64) time.Duration {
@@ -89,12 +98,9 @@ func BenchmarkLatencyAt1000RPS(b *testing.B) {
 	s := benchStack(b)
 	c := benchClient()
 	direct := s.models["phi-4-mini"].urls[0]
-	// Warm connections and pools on both paths.
-	paced(b, c, direct, false, 200, time.Millisecond)
-	paced(b, c, s.gw.URL, true, 200, time.Millisecond)
+	paced(b, c, s.gw.URL, direct, 300, time.Millisecond) // warm connections and pools
 	b.ResetTimer()
-	d := paced(b, c, direct, false, b.N, time.Millisecond)
-	g := paced(b, c, s.gw.URL, true, b.N, time.Millisecond)
+	g, d := paced(b, c, s.gw.URL, direct, b.N, time.Millisecond)
 	b.StopTimer()
 	us := func(x time.Duration) float64 { return float64(x.Nanoseconds()) / 1e3 }
 	b.ReportMetric(us(pct(d, 0.50)), "direct-p50-µs")
