@@ -14,6 +14,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -535,7 +536,15 @@ func (c *conns) get(addr string) (*grpc.ClientConn, error) {
 	// Without retries: gRPC would otherwise buffer every sent message of a stream for a
 	// transparent replay that an ext_proc exchange can never use (a retried stream is a new
 	// request to the processor), which costs a copy per message.
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry())
+	//
+	// Reconnect backoff is capped at 2 s instead of gRPC's 120 s: a filter that restarts (a
+	// picker rolled to a new pod behind its Service) must be used again as soon as it is back,
+	// while requests in between fail fast into the pool's failure mode.
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry(),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("gRPC client for %s: %w", addr, err)
 	}
