@@ -116,7 +116,7 @@ func Ensure(ctx context.Context, opts BuildOptions) (string, error) {
 		return image, nil
 	}
 	binDir := filepath.Join(opts.CacheDir, "bin", strings.TrimPrefix(image, Repository+":"))
-	step := opts.Status.Start("Building KEDA %s operator and metrics adapter from the Go module (first run about 5 min)", Version)
+	step := opts.Status.Start("Building KEDA %s operator and metrics adapter from the Go module (first run 5-10 min)", Version)
 	if err := step.End(buildBinaries(ctx, opts, binDir)); err != nil {
 		return "", fmt.Errorf("building KEDA %s: %w", Version, err)
 	}

@@ -173,7 +173,7 @@ func ScalerReady(ctx context.Context, c *kube.Client, v Values) error {
 
 type tmplValues struct {
 	Namespace, Image, StackdImage, ScalerTiming, Version string
-	CABundle, CertsHash                                 string
+	CABundle, CertsHash                                  string
 }
 
 func templateValues(v Values, certs map[string][]byte) tmplValues {
