@@ -132,7 +132,7 @@ func ServerTLSConfig(server map[string][]byte) (*tls.Config, error) {
 
 func certificatesValid(server, clientData map[string][]byte, namespace string) error {
 	ca := server["ca.crt"]
-	if err := pki.Valid(server["tls.crt"], ca, pki.Server, ServerDNSNames(namespace)[4], renewBefore); err != nil {
+	if err := pki.Valid(server["tls.crt"], ca, pki.Server, ServiceName+"."+namespace+".svc.cluster.local", renewBefore); err != nil {
 		return fmt.Errorf("server certificate: %w", err)
 	}
 	if _, err := tls.X509KeyPair(server["tls.crt"], server["tls.key"]); err != nil {
