@@ -84,6 +84,7 @@ in-flight requests finish.`,
 	f.IntVar(&o.MaxNumSeqs, "max-num-seqs", o.MaxNumSeqs, "requests each simulator runs at once; the rest queue")
 	f.Int64Var(&o.TerminationGracePeriod, "termination-grace-period", o.TerminationGracePeriod, "seconds a removed replica may take to drain")
 	f.Int64Var(&o.PreStopSleep, "pre-stop-sleep", o.PreStopSleep, "seconds a removed replica keeps serving before it is signalled")
+	f.DurationVar(&o.SurgeTimeout, "surge-timeout", o.SurgeTimeout, "how long a roll-out waits for its extra replica before rolling in place")
 	f.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "metrics address (0 disables it)")
 	f.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "/healthz and /readyz address")
 	f.BoolVar(&leaderElect, "leader-elect", false, "elect one active controller among replicas")

@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -266,19 +267,34 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	var sts appsv1.StatefulSet
 	must(c.Get(ctx, types.NamespacedName{Namespace: "models", Name: "phi-4-mini-0"}, &sts))
 	oldHash := sts.Annotations[annotationTemplateHash]
-	cur := mustGet(t, c, ctx, isKey)
-	cur.Spec.Template.Metadata.Annotations = map[string]string{AnnotationLatencyProfile: "70b-tp8"}
-	must(c.Update(ctx, cur))
+	// The controller writes status concurrently, so spec updates retry on conflict.
+	setProfile := func(p string) {
+		t.Helper()
+		must(retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := mustGet(t, c, ctx, isKey)
+			cur.Spec.Template.Metadata.Annotations = map[string]string{AnnotationLatencyProfile: p}
+			return c.Update(ctx, cur)
+		}))
+	}
+	setProfile("70b-tp8")
+	// First a surge replica, so one replica keeps serving while replica 0 restarts; then
+	// replica 0 rolls; then the surge goes.
+	eventually("a surge replica", hasReplicas("phi-4-mini-0", "phi-4-mini-1"))
+	must(c.Get(ctx, types.NamespacedName{Namespace: "models", Name: "phi-4-mini-0"}, &sts))
+	if sts.Annotations[annotationTemplateHash] != oldHash {
+		t.Fatal("replica 0 rolled before the surge replica was ready")
+	}
+	markReady("phi-4-mini-1")
 	eventually("new template rolled out", func() (bool, string) {
 		must(c.Get(ctx, types.NamespacedName{Namespace: "models", Name: "phi-4-mini-0"}, &sts))
 		args := sts.Spec.Template.Spec.Containers[0].Args
 		return sts.Annotations[annotationTemplateHash] != oldHash && slices.Contains(args, "70b-tp8"), fmt.Sprint(args)
 	})
+	markReady("phi-4-mini-0")
+	eventually("surge removed", hasReplicas("phi-4-mini-0"))
 
 	// A profile the simulator does not know is reported, not crash-looped.
-	cur = mustGet(t, c, ctx, isKey)
-	cur.Spec.Template.Metadata.Annotations = map[string]string{AnnotationLatencyProfile: "b200"}
-	must(c.Update(ctx, cur))
+	setProfile("b200")
 	eventually("failed condition", status(func(s InferenceSetStatus) bool {
 		cond := meta.FindStatusCondition(s.Conditions, ConditionReady)
 		return cond != nil && cond.Reason == ReasonFailed && strings.Contains(cond.Message, "b200")

@@ -107,6 +107,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			ready:    replicaReady(sts),
 			current:  sts.Annotations[annotationTemplateHash] == r.hashFor(&is, sts.Name),
 			deleting: !sts.DeletionTimestamp.IsZero(),
+			stale:    !replicaReady(sts) && time.Since(sts.CreationTimestamp.Time) > r.Options.SurgeTimeout,
 		})
 	}
 	desired := int(is.DesiredReplicas())
@@ -118,7 +119,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.Client.Delete(ctx, owned[i], client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("removing replica %s/%s: %w", is.Namespace, owned[i].Name, err)
 		}
-		r.event(&is, corev1.EventTypeNormal, "ReplicaRemoved", "ScaleDown", "Removed replica %s (%d desired); its pod drains in-flight requests", owned[i].Name, desired)
+		r.event(&is, corev1.EventTypeNormal, "ReplicaRemoved", "ScaleDown", "Removed replica %s (%d desired); its pod finishes in-flight requests", owned[i].Name, desired)
 		// Its Services go with it; the pod keeps serving through the picker until it terminates.
 		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: is.Namespace, Name: owned[i].Name}}
 		if err := r.Client.Delete(ctx, svc); client.IgnoreNotFound(err) != nil {
@@ -133,9 +134,12 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		if err := r.applyReplica(ctx, &is, ReplicaName(is.Name, i)); err != nil {
 			return ctrl.Result{}, err
 		}
-		if slices.Contains(p.create, i) {
+		switch {
+		case slices.Contains(p.create, i) && i >= desired:
+			r.event(&is, corev1.EventTypeNormal, "ReplicaCreated", "Surge", "Created surge replica %s so the roll-out keeps %d ready", ReplicaName(is.Name, i), desired)
+		case slices.Contains(p.create, i):
 			r.event(&is, corev1.EventTypeNormal, "ReplicaCreated", "ScaleUp", "Created replica %s (%d desired)", ReplicaName(is.Name, i), desired)
-		} else {
+		default:
 			r.event(&is, corev1.EventTypeNormal, "ReplicaUpdated", "Update", "Rolling replica %s to the new template", ReplicaName(is.Name, i))
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -40,6 +41,9 @@ type Options struct {
 	// PreStopSleep keeps a removed replica serving until the endpoint picker has dropped it,
 	// in seconds.
 	PreStopSleep int64
+	// SurgeTimeout is how long a roll-out waits for its surge replica to become ready before
+	// it rolls in place instead (the surge may find no free GPU).
+	SurgeTimeout time.Duration
 }
 
 // DefaultOptions match upstream's simulator settings (max-num-seqs 5) and leave a removed
@@ -47,7 +51,7 @@ type Options struct {
 // as it sees the deletion; the pre-stop sleep covers that watch delay, and then the simulator
 // drains for up to 30 s after SIGTERM.
 func DefaultOptions() Options {
-	return Options{MaxNumSeqs: 5, TerminationGracePeriod: 60, PreStopSleep: 5}
+	return Options{MaxNumSeqs: 5, TerminationGracePeriod: 60, PreStopSleep: 5, SurgeTimeout: 2 * time.Minute}
 }
 
 // ReplicaName is the name of replica i: its StatefulSet (KAITO's Workspace analogue) and
@@ -283,20 +287,27 @@ type replica struct {
 	ready    bool
 	current  bool // runs the desired pod template
 	deleting bool
+	// stale marks a replica that has not become ready within SurgeTimeout of its creation,
+	// e.g. because no fake GPU is free.
+	stale bool
 }
 
 // plan is what to do with the replicas this pass.
 type plan struct {
-	create []int // missing indices below desired
+	create []int // missing indices below desired, and a surge replica above them
 	update []int // outdated replicas to roll now
 	remove []int // replicas at or above desired, highest (newest) first
 	wait   bool  // something is in flight; look again soon
 }
 
-// planReplicas decides creation, roll-out and removal. Replicas 0..desired-1 are kept;
-// higher ones go, newest first. An outdated replica is rolled only when every other kept
-// replica is ready, so a template change never takes down more than one serving replica; a
-// replica that is not ready anyway is rolled at once.
+// planReplicas decides creation, roll-out and removal. Replicas 0..desired-1 are kept; higher
+// ones go, newest first. A template change never takes serving capacity below desired: before
+// an outdated ready replica is rolled, a surge replica (the lowest index at or above desired)
+// is started and must be ready, and only one replica rolls at a time, only while every other kept
+// replica is ready. If the surge cannot start (stale: no free GPU), the roll goes ahead in place.
+// A replica that is not ready anyway is rolled at once. The surge is removed once every kept
+// replica is current and ready. A scale-down removes its replicas at once, whatever the state of
+// the kept ones, so a replica that waits for a GPU can never be starved by one that is going.
 func planReplicas(desired int, have []replica) plan {
 	var p plan
 	byIndex := map[int]replica{}
@@ -304,6 +315,7 @@ func planReplicas(desired int, have []replica) plan {
 		byIndex[r.index] = r
 	}
 	notReady := 0
+	var outdatedReady []int
 	for i := 0; i < desired; i++ {
 		r, ok := byIndex[i]
 		switch {
@@ -313,32 +325,64 @@ func planReplicas(desired int, have []replica) plan {
 		case r.deleting:
 			p.wait = true // the old replica of this index must be gone before it is recreated
 			notReady++
+		case !r.current && !r.ready:
+			p.update = append(p.update, i) // nothing to lose
+			notReady++
 		case !r.ready:
 			notReady++
+		case !r.current:
+			outdatedReady = append(outdatedReady, i)
 		}
 	}
-	for i := 0; i < desired; i++ {
-		r, ok := byIndex[i]
-		if !ok || r.deleting || r.current {
-			continue
-		}
-		if !r.ready {
-			p.update = append(p.update, i)
-			continue
-		}
-		if notReady == 0 {
-			p.update = append(p.update, i)
-			notReady++ // it stops serving while it restarts
-			continue
-		}
-		p.wait = true
-	}
+
+	// The surge: the lowest live replica above the kept ones that runs the current template.
+	surge := -1
+	var extras []replica
 	for _, r := range have {
 		if r.index >= desired && !r.deleting {
-			p.remove = append(p.remove, r.index)
+			extras = append(extras, r)
 		}
 	}
-	slices.Sort(p.remove)
+	slices.SortFunc(extras, func(a, b replica) int { return a.index - b.index })
+	for _, r := range extras {
+		if r.current {
+			surge = r.index
+			break
+		}
+	}
+	keepSurge := false
+	if len(outdatedReady) > 0 {
+		p.wait = true
+		switch {
+		case notReady > 0:
+			// one replica is already down or rolling; the next waits
+			keepSurge = surge >= 0
+		case surge >= 0 && byIndex[surge].ready:
+			p.update = append(p.update, outdatedReady[0])
+			keepSurge = true
+		case surge >= 0 && !byIndex[surge].stale:
+			keepSurge = true // starting
+		case surge >= 0 || desired == 0:
+			p.update = append(p.update, outdatedReady[0]) // no room for a surge: roll in place
+		default:
+			surge = desired
+			for _, r := range have {
+				if r.index == surge { // a terminating replica holds the index
+					surge = -1
+				}
+			}
+			if surge >= 0 {
+				p.create = append(p.create, surge)
+				keepSurge = true
+			}
+		}
+	}
+	for _, r := range extras {
+		if keepSurge && r.index == surge {
+			continue
+		}
+		p.remove = append(p.remove, r.index)
+	}
 	slices.Reverse(p.remove)
 	return p
 }

@@ -174,6 +174,7 @@ func TestPlanReplicas(t *testing.T) {
 	r := func(i int, ready, current, deleting bool) replica {
 		return replica{index: i, ready: ready, current: current, deleting: deleting}
 	}
+	stale := replica{index: 3, current: true, stale: true}
 	for _, tc := range []struct {
 		name                   string
 		desired                int
@@ -191,9 +192,29 @@ func TestPlanReplicas(t *testing.T) {
 			have: []replica{r(0, true, true, false), r(1, true, true, true)}},
 		{name: "index reused only after the old one is gone", desired: 2,
 			have: []replica{r(0, true, true, false), r(1, false, true, true)}, wait: true},
-		{name: "roll one ready replica at a time", desired: 3,
+		{name: "roll starts a surge replica first", desired: 3,
 			have:   []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false)},
+			create: []int{3}, wait: true},
+		{name: "roll waits for the surge", desired: 3,
+			have: []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false), r(3, false, true, false)},
+			wait: true},
+		{name: "ready surge: roll one", desired: 3,
+			have:   []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false), r(3, true, true, false)},
 			update: []int{0}, wait: true},
+		{name: "one at a time", desired: 3,
+			have: []replica{r(0, false, true, false), r(1, true, false, false), r(2, true, false, false), r(3, true, true, false)},
+			wait: true},
+		{name: "surge that cannot start: roll in place", desired: 3,
+			have:   []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false), stale},
+			update: []int{0}, remove: []int{3}, wait: true},
+		{name: "surge removed when all are current", desired: 1,
+			have: []replica{r(0, true, true, false), r(1, true, true, false)}, remove: []int{1}},
+		{name: "scale down does not wait for kept replicas", desired: 1,
+			have:   []replica{r(0, false, true, false), r(1, true, true, false), r(2, true, true, false)},
+			remove: []int{2, 1}},
+		{name: "outdated extras are not a surge", desired: 1,
+			have:   []replica{r(0, true, true, false), r(1, true, false, false)},
+			remove: []int{1}},
 		{name: "no roll while another replica is down", desired: 2,
 			have: []replica{r(0, true, false, false), r(1, false, true, false)}, wait: true},
 		{name: "not-ready outdated replicas roll at once", desired: 2,
