@@ -3,6 +3,7 @@
 package openai
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 )
@@ -32,8 +33,13 @@ func NewError(message, typ string, code any) ErrorEnvelope {
 
 // JSON renders the envelope; it cannot fail for these field types.
 func (e ErrorEnvelope) JSON() []byte {
-	b, _ := json.Marshal(e)
-	return b
+	// Not json.Marshal: its HTML escaping would turn a message's "<key>" into "\u003ckey\u003e",
+	// which clients print verbatim.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(e)
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }
 
 // WriteError writes an OpenAI error response with the error-source header set.
