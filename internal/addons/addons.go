@@ -22,6 +22,10 @@ type Values struct {
 	StackdImage string
 	// GPUsPerNode is the fake nvidia.com/gpu capacity of each worker.
 	GPUsPerNode int
+	// KEDAImage is the locally built KEDA operator + metrics adapter image.
+	KEDAImage string
+	// ScalerTiming is the scaling preset: "fast" (demo scales in seconds) or "upstream".
+	ScalerTiming string
 }
 
 // Env is what an addon needs to install itself.

@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/inference-sandbox/sandbox/internal/keda"
 	"github.com/inference-sandbox/sandbox/internal/kube"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
 	"github.com/inference-sandbox/sandbox/manifests"
@@ -20,13 +21,24 @@ const DefaultSystemNamespace = "sandbox-system"
 func Offline() []Addon {
 	return []Addon{
 		{Name: "offline DNS (CoreDNS without upstream forwarding)", Install: isolateCoreDNS, Ready: coreDNSReady},
-		{Name: "CRDs (Gateway API, InferencePool, APIKey)", Install: installCRDs, Ready: crdsEstablished},
+		{Name: "CRDs (Gateway API, InferencePool, APIKey, InferenceSet)", Install: installCRDs, Ready: crdsEstablished},
 		{Name: "GPU node mocker", Install: applyTemplate(manifests.Offline, "mocker.yaml"), Ready: gpusAdvertised},
 		{Name: "API-key authorization (ext_authz + APIKey operator)", Install: applyTemplate(manifests.Offline, "authz.yaml"), Ready: deploymentReady("apikey-authz")},
 		{Name: "body-based router", Install: applyTemplate(manifests.Offline, "bbr.yaml"), Ready: deploymentReady("body-based-router")},
 		{Name: "model-not-found backend", Install: applyTemplate(manifests.Offline, "notfound.yaml"), Ready: deploymentReady("model-not-found")},
 		{Name: "gateway controller (GatewayClass sandbox)", Install: applyTemplate(manifests.Offline, "gateway.yaml"), Ready: deploymentReady("gateway-controller")},
+		{Name: "InferenceSet controller", Install: applyTemplate(manifests.Offline, "inferenceset.yaml"), Ready: deploymentReady("inferenceset-controller")},
+		{Name: "KEDA " + keda.Version + " (operator, metrics adapter, external metrics APIService)",
+			Install: func(ctx context.Context, env *Env) error { return keda.Install(ctx, env.Client, kedaValues(env)) },
+			Ready:   func(ctx context.Context, env *Env) error { return keda.Ready(ctx, env.Client, kedaValues(env)) }},
+		{Name: "KAITO scaler (KEDA external scaler)",
+			Install: func(ctx context.Context, env *Env) error { return keda.InstallScaler(ctx, env.Client, kedaValues(env)) },
+			Ready:   func(ctx context.Context, env *Env) error { return keda.ScalerReady(ctx, env.Client, kedaValues(env)) }},
 	}
+}
+
+func kedaValues(env *Env) keda.Values {
+	return keda.Values{Image: env.Values.KEDAImage, StackdImage: env.Values.StackdImage, ScalerTiming: env.Values.ScalerTiming}
 }
 
 // Components are the Deployments of the offline catalogue, for `status`.
@@ -38,6 +50,10 @@ func Components(systemNamespace string) []Component {
 		{Name: "body-based-router", Namespace: systemNamespace, Deployment: "body-based-router"},
 		{Name: "model-not-found", Namespace: systemNamespace, Deployment: "model-not-found"},
 		{Name: "gateway-controller", Namespace: systemNamespace, Deployment: "gateway-controller"},
+		{Name: "inferenceset-controller", Namespace: systemNamespace, Deployment: "inferenceset-controller"},
+		{Name: "keda-operator", Namespace: keda.DefaultNamespace, Deployment: "keda-operator"},
+		{Name: "keda-metrics-apiserver", Namespace: keda.DefaultNamespace, Deployment: "keda-operator-metrics-apiserver"},
+		{Name: "keda-kaito-scaler", Namespace: keda.DefaultNamespace, Deployment: "keda-kaito-scaler"},
 	}
 }
 

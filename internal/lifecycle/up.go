@@ -15,6 +15,7 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/cluster"
 	"github.com/inference-sandbox/sandbox/internal/egress"
 	"github.com/inference-sandbox/sandbox/internal/images"
+	"github.com/inference-sandbox/sandbox/internal/keda"
 	"github.com/inference-sandbox/sandbox/internal/kube"
 	"github.com/inference-sandbox/sandbox/internal/models"
 	"github.com/inference-sandbox/sandbox/internal/nodeimage"
@@ -25,6 +26,12 @@ import (
 const (
 	ProfileOffline  = "offline"
 	ProfileUpstream = "upstream"
+)
+
+// Scaling presets.
+const (
+	ScalingFast     = "fast"
+	ScalingUpstream = "upstream"
 )
 
 // Options of `up`.
@@ -44,7 +51,10 @@ type Options struct {
 	GatewayPort int
 	// RetainOnFailure keeps the node containers of a failed create for debugging.
 	RetainOnFailure bool
-	Status          *progress.Status
+	// Scaling is the autoscaling preset: fast (a demo scales in well under a minute) or
+	// upstream (keda-kaito-scaler's own timings).
+	Scaling string
+	Status  *progress.Status
 }
 
 // Result is what `up` made, for the final summary and for tests.
@@ -52,6 +62,7 @@ type Result struct {
 	Created     bool
 	NodeImage   string
 	StackdImage string
+	KEDAImage   string
 	Kubeconfig  string
 	GatewayURL  string
 	Namespace   string
@@ -83,6 +94,11 @@ func (o *Options) Validate() error {
 	case "default", "none":
 	default:
 		return fmt.Errorf("--models %q: must be default or none", o.Models)
+	}
+	switch o.Scaling {
+	case "", ScalingFast, ScalingUpstream:
+	default:
+		return fmt.Errorf("--scaling %q: must be fast or upstream", o.Scaling)
 	}
 	if o.GatewayPort < 0 || o.GatewayPort > 65535 {
 		return fmt.Errorf("--gateway-port %d: not a port", o.GatewayPort)
@@ -132,6 +148,13 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 
+	// KEDA is built from its Go module; its build reports its own stages.
+	kedaImage, err := keda.Ensure(ctx, keda.BuildOptions{Status: s})
+	if err != nil {
+		return nil, fmt.Errorf("KEDA image: %w", err)
+	}
+	res.KEDAImage = kedaImage
+
 	// The node image reports its own stages.
 	res.NodeImage = o.NodeImage
 	if res.NodeImage == "" {
@@ -161,19 +184,29 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	if err := step.End(client.WaitNodesReady(ctx, o.Workers+1, 4*time.Minute)); err != nil {
 		return nil, err
 	}
-	step = s.Start("Loading %s into the nodes", res.StackdImage)
-	loaded, err := mgr.LoadImage(ctx, o.Name, res.StackdImage)
-	if err := step.End(err); err != nil {
-		return nil, err
+	for _, image := range []string{res.StackdImage, res.KEDAImage} {
+		step = s.Start("Loading %s into the nodes", image)
+		loaded, err := mgr.LoadImage(ctx, o.Name, image)
+		if err := step.End(err); err != nil {
+			return nil, err
+		}
+		if len(loaded) > 0 {
+			s.Infof("loaded into %v", loaded)
+		}
 	}
-	if len(loaded) > 0 {
-		s.Infof("loaded into %v", loaded)
+	if o.Scaling == "" {
+		o.Scaling = ScalingFast
+	}
+	if o.Scaling == ScalingFast {
+		s.Infof("scaling preset: fast (short polling and cooldowns so a demo scales within a minute; --scaling upstream for KAITO's timings)")
 	}
 
 	env := &addons.Env{Client: client, Status: s, Values: addons.Values{
 		SystemNamespace: addons.DefaultSystemNamespace,
 		StackdImage:     res.StackdImage,
 		GPUsPerNode:     o.GPUsPerNode,
+		KEDAImage:       res.KEDAImage,
+		ScalerTiming:    o.Scaling,
 	}}
 	if err := addons.InstallAll(ctx, env, addons.Offline()); err != nil {
 		return nil, err
@@ -191,7 +224,11 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 		res.APIKey = key
 	}
 	if o.Models == "default" {
-		s.Warnf("model deployment is not available yet in this version; the gateway answers 404 model_not_found for every model")
+		step = s.Start("Deploying the default models (phi-4-mini, ministral-3b)")
+		err := models.EnsureDefaultModels(ctx, client, res.Namespace, res.StackdImage, o.Kubeconfig, 4*time.Minute)
+		if err := step.End(err); err != nil {
+			return nil, err
+		}
 	}
 	if port, err := mgr.GatewayPort(ctx, o.Name); err == nil {
 		res.GatewayURL = fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -58,6 +58,7 @@ The kubeconfig is written to the sandbox's state directory (see: sandbox kubecon
 	fl.StringVar(&opts.NodeImage, "node-image", "", "use this kind node image instead of building the offline one")
 	fl.StringVar(&opts.Stackd, "stackd", "", "path of the stackd binary (default: next to sandbox, or $SANDBOX_STACKD)")
 	fl.IntVar(&opts.GatewayPort, "gateway-port", 0, "host port of the gateway on 127.0.0.1 (default 30080, or a free port)")
+	fl.StringVar(&opts.Scaling, "scaling", lifecycle.ScalingFast, "autoscaling preset: fast (scales within a minute, for demos) or upstream (KAITO's timings)")
 	fl.BoolVar(&opts.RetainOnFailure, "retain-on-failure", false, "keep the node containers when cluster creation fails (debug with docker exec)")
 	return cmd
 }
