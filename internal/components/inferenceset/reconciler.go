@@ -102,12 +102,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			continue
 		}
 		owned[idx] = sts
+		age := time.Since(sts.CreationTimestamp.Time)
 		have = append(have, replica{
 			index:    idx,
 			ready:    replicaReady(sts),
 			current:  sts.Annotations[annotationTemplateHash] == r.hashFor(&is, sts.Name),
 			deleting: !sts.DeletionTimestamp.IsZero(),
-			stale:    !replicaReady(sts) && time.Since(sts.CreationTimestamp.Time) > r.Options.SurgeTimeout,
+			stale:    !replicaReady(sts) && age > r.Options.SurgeTimeout,
+			young:    age < r.Options.SurgeTimeout,
 		})
 	}
 	desired := int(is.DesiredReplicas())

@@ -290,6 +290,9 @@ type replica struct {
 	// stale marks a replica that has not become ready within SurgeTimeout of its creation,
 	// e.g. because no fake GPU is free.
 	stale bool
+	// young marks a replica created less than SurgeTimeout ago: a surge replica of a roll-out,
+	// rather than one a scale-down is removing.
+	young bool
 }
 
 // plan is what to do with the replicas this pass.
@@ -306,8 +309,9 @@ type plan struct {
 // is started and must be ready, and only one replica rolls at a time, only while every other kept
 // replica is ready. If the surge cannot start (stale: no free GPU), the roll goes ahead in place.
 // A replica that is not ready anyway is rolled at once. The surge is removed once every kept
-// replica is current and ready. A scale-down removes its replicas at once, whatever the state of
-// the kept ones, so a replica that waits for a GPU can never be starved by one that is going.
+// replica is current and ready, or once it is no longer young. A scale-down removes its (old)
+// replicas at once, whatever the state of the kept ones, so a replica that waits for a GPU is
+// never starved by one that is going.
 func planReplicas(desired int, have []replica) plan {
 	var p plan
 	byIndex := map[int]replica{}
@@ -376,6 +380,10 @@ func planReplicas(desired int, have []replica) plan {
 				keepSurge = true
 			}
 		}
+	} else if notReady > 0 && surge >= 0 && byIndex[surge].ready && byIndex[surge].young {
+		// The last rolled replica is restarting: the surge serves until it is back.
+		keepSurge = true
+		p.wait = true
 	}
 	for _, r := range extras {
 		if keepSurge && r.index == surge {

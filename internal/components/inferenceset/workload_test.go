@@ -175,6 +175,7 @@ func TestPlanReplicas(t *testing.T) {
 		return replica{index: i, ready: ready, current: current, deleting: deleting}
 	}
 	stale := replica{index: 3, current: true, stale: true}
+	young := func(i int, ready bool) replica { return replica{index: i, ready: ready, current: true, young: true} }
 	for _, tc := range []struct {
 		name                   string
 		desired                int
@@ -196,7 +197,7 @@ func TestPlanReplicas(t *testing.T) {
 			have:   []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false)},
 			create: []int{3}, wait: true},
 		{name: "roll waits for the surge", desired: 3,
-			have: []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false), r(3, false, true, false)},
+			have: []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false), young(3, false)},
 			wait: true},
 		{name: "ready surge: roll one", desired: 3,
 			have:   []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false), r(3, true, true, false)},
@@ -207,6 +208,10 @@ func TestPlanReplicas(t *testing.T) {
 		{name: "surge that cannot start: roll in place", desired: 3,
 			have:   []replica{r(0, true, false, false), r(1, true, false, false), r(2, true, false, false), stale},
 			update: []int{0}, remove: []int{3}, wait: true},
+		{name: "surge serves while the rolled replica restarts", desired: 1,
+			have: []replica{r(0, false, true, false), young(1, true)}, wait: true},
+		{name: "an old surge is not held for a replica that does not come back", desired: 1,
+			have: []replica{r(0, false, true, false), r(1, true, true, false)}, remove: []int{1}},
 		{name: "surge removed when all are current", desired: 1,
 			have: []replica{r(0, true, true, false), r(1, true, true, false)}, remove: []int{1}},
 		{name: "scale down does not wait for kept replicas", desired: 1,
