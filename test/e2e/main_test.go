@@ -45,7 +45,7 @@ type suite struct {
 func (s suite) upOptions() lifecycle.Options {
 	return lifecycle.Options{
 		Name: s.Name, Profile: lifecycle.ProfileOffline, Workers: s.Workers, GPUsPerNode: s.GPUsPerNode,
-		Models: "none", Kubeconfig: s.Kubeconfig, Stackd: s.Stackd, Status: progress.New(os.Stderr),
+		Models: "default", Kubeconfig: s.Kubeconfig, Stackd: s.Stackd, Status: progress.New(os.Stderr),
 	}
 }
 
