@@ -5,15 +5,25 @@
 package crds
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/yaml"
+
+	"github.com/inference-sandbox/sandbox/manifests"
 )
 
 const (
@@ -90,4 +100,40 @@ func readManifests(dir string) ([]File, error) {
 	}
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
 	return files, nil
+}
+
+// Definitions decodes the CustomResourceDefinitions the gateway needs: the Gateway API standard
+// channel (without its admission policy) and the InferencePool CRD of manifests/crds. For
+// controller and data-plane tests against a real kube-apiserver.
+func Definitions(ctx context.Context) ([]*apiextensionsv1.CustomResourceDefinition, error) {
+	files, err := GatewayAPI(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := fs.ReadFile(manifests.CRDs, "inference.networking.k8s.io_inferencepools.yaml")
+	if err != nil {
+		return nil, fmt.Errorf("reading the InferencePool CRD: %w", err)
+	}
+	files = append(files, File{Name: "inference.networking.k8s.io_inferencepools.yaml", Data: pool})
+	var out []*apiextensionsv1.CustomResourceDefinition
+	for _, f := range files {
+		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(f.Data)))
+		for {
+			doc, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("reading %s: %w", f.Name, err)
+			}
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := yaml.Unmarshal(doc, crd); err != nil {
+				return nil, fmt.Errorf("decoding %s: %w", f.Name, err)
+			}
+			if crd.Kind == "CustomResourceDefinition" {
+				out = append(out, crd)
+			}
+		}
+	}
+	return out, nil
 }

@@ -1,10 +1,7 @@
 package controller
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"io/fs"
 	"slices"
 	"testing"
 	"time"
@@ -13,7 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -21,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -32,7 +27,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-	"sigs.k8s.io/yaml"
 
 	"github.com/inference-sandbox/sandbox/internal/addons"
 	"github.com/inference-sandbox/sandbox/internal/apiservertest"
@@ -41,42 +35,14 @@ import (
 	"github.com/inference-sandbox/sandbox/manifests"
 )
 
-func testCRDs(t *testing.T) []*apiextensionsv1.CustomResourceDefinition {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	files, err := crds.GatewayAPI(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool, err := fs.ReadFile(manifests.CRDs, "inference.networking.k8s.io_inferencepools.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	files = append(files, crds.File{Name: "inferencepools", Data: pool})
-	var out []*apiextensionsv1.CustomResourceDefinition
-	for _, f := range files {
-		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(f.Data)))
-		for {
-			doc, err := r.Read()
-			if err != nil {
-				break
-			}
-			crd := &apiextensionsv1.CustomResourceDefinition{}
-			if err := yaml.Unmarshal(doc, crd); err != nil {
-				t.Fatal(err)
-			}
-			if crd.Kind == "CustomResourceDefinition" {
-				out = append(out, crd)
-			}
-		}
-	}
-	return out
-}
-
 func TestControllerAgainstAPIServer(t *testing.T) {
+	defs, err := crds.Definitions(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: apiservertest.BinaryDir(t),
-		CRDInstallOptions:     envtest.CRDInstallOptions{CRDs: testCRDs(t)},
+		CRDInstallOptions:     envtest.CRDInstallOptions{CRDs: defs},
 	}
 	log.SetLogger(logr.Discard())
 	cfg, err := env.Start()
