@@ -151,7 +151,9 @@ func (k *Informers) input(l kubeListers) (Input, []string) {
 	for _, obj := range routes {
 		var r gatewayv1.HTTPRoute
 		u, ok := obj.(*unstructured.Unstructured)
-		if !ok {
+		// A route being deleted (foreground deletion waits on the garbage collector) stops
+		// routing at once, as the user asked.
+		if !ok || u.GetDeletionTimestamp() != nil {
 			continue
 		}
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &r); err != nil {
