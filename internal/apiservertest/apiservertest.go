@@ -1,15 +1,24 @@
-// Package apiservertest finds a real kube-apiserver and etcd for controller tests
-// (controller-runtime's envtest), without downloading anything: the sandbox's node-image builder
-// has already compiled both from the Kubernetes module.
+// Package apiservertest runs a real kube-apiserver and etcd for controller tests
+// (controller-runtime's envtest) without downloading anything, since the sandbox's node-image
+// builder has already compiled both from the Kubernetes module, and installs the offline
+// manifests into it.
 package apiservertest
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
 	"testing"
 
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/inference-sandbox/sandbox/internal/addons"
+	"github.com/inference-sandbox/sandbox/internal/kube"
 	"github.com/inference-sandbox/sandbox/internal/nodeimage"
+	"github.com/inference-sandbox/sandbox/manifests"
 )
 
 // BinaryDir returns a directory holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else the
@@ -30,4 +39,46 @@ func BinaryDir(t testing.TB) string {
 	}
 	t.Skip("no kube-apiserver/etcd: set KUBEBUILDER_ASSETS or run `sandbox node-image build` once")
 	return ""
+}
+
+// Start runs kube-apiserver and etcd with the given CRDs installed until the test ends, and
+// returns an admin client configuration.
+func Start(t testing.TB, crds []*apiextensionsv1.CustomResourceDefinition) *rest.Config {
+	t.Helper()
+	env := &envtest.Environment{BinaryAssetsDirectory: BinaryDir(t), CRDInstallOptions: envtest.CRDInstallOptions{CRDs: crds}}
+	cfg, err := env.Start()
+	if err != nil {
+		t.Fatalf("starting kube-apiserver: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	return cfg
+}
+
+// ApplyOffline renders one of the offline profile's manifests (manifests/offline) with the given
+// values and applies it as `sandbox up` does.
+func ApplyOffline(t testing.TB, cfg *rest.Config, name string, v addons.Values) {
+	t.Helper()
+	kc, err := kube.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := addons.Render(manifests.Offline, name, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := kube.Decode(rendered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kc.Apply(context.Background(), objs); err != nil {
+		t.Fatalf("applying manifests/offline/%s: %v", name, err)
+	}
+}
+
+// As returns cfg acting as user (e.g. "system:serviceaccount:ns:name"), so that a test runs
+// with exactly the RBAC that user is granted.
+func As(cfg *rest.Config, user string) *rest.Config {
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: user}
+	return c
 }

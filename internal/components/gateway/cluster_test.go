@@ -17,9 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/inference-sandbox/sandbox/internal/addons"
@@ -30,7 +28,6 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/extproc"
 	"github.com/inference-sandbox/sandbox/internal/extproc/extproctest"
 	"github.com/inference-sandbox/sandbox/internal/kube"
-	"github.com/inference-sandbox/sandbox/manifests"
 )
 
 // TestDataPlaneAgainstAPIServer runs the data plane as in a cluster: its route table comes from
@@ -42,12 +39,7 @@ func TestDataPlaneAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &envtest.Environment{BinaryAssetsDirectory: apiservertest.BinaryDir(t), CRDInstallOptions: envtest.CRDInstallOptions{CRDs: defs}}
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg := apiservertest.Start(t, defs)
 	ctx := context.Background()
 	kc, err := kube.NewForConfig(cfg)
 	if err != nil {
@@ -66,11 +58,7 @@ func TestDataPlaneAgainstAPIServer(t *testing.T) {
 		must(kc.Apply(ctx, objs))
 	}
 	// The ClusterRole from the offline manifest, bound as the controller binds it.
-	rendered, err := addons.Render(manifests.Offline, "gateway.yaml", addons.Values{SystemNamespace: "sandbox-system", StackdImage: "stackd:test"})
-	must(err)
-	objs, err := kube.Decode(rendered)
-	must(err)
-	must(kc.Apply(ctx, objs))
+	apiservertest.ApplyOffline(t, cfg, "gateway.yaml", addons.Values{SystemNamespace: "sandbox-system", StackdImage: "stackd:test"})
 	cs := kc.Clientset
 	_, err = cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: testNamespace}}, metav1.CreateOptions{})
 	must(err)
@@ -137,8 +125,7 @@ spec:
 	must(kc.ApplyObject(ctx, route))
 
 	// The data plane, as the Gateway's service account.
-	asDataPlane := rest.CopyConfig(cfg)
-	asDataPlane.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:models:models-gw-sandbox"}
+	asDataPlane := apiservertest.As(cfg, "system:serviceaccount:models:models-gw-sandbox")
 	dpDyn, err := dynamic.NewForConfig(asDataPlane)
 	must(err)
 	dpCS, err := kubernetes.NewForConfig(asDataPlane)

@@ -19,11 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -31,8 +29,6 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/addons"
 	"github.com/inference-sandbox/sandbox/internal/apiservertest"
 	"github.com/inference-sandbox/sandbox/internal/crds"
-	"github.com/inference-sandbox/sandbox/internal/kube"
-	"github.com/inference-sandbox/sandbox/manifests"
 )
 
 func TestControllerAgainstAPIServer(t *testing.T) {
@@ -40,16 +36,8 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: apiservertest.BinaryDir(t),
-		CRDInstallOptions:     envtest.CRDInstallOptions{CRDs: defs},
-	}
 	log.SetLogger(logr.Discard())
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("starting kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() { _ = env.Stop() })
+	cfg := apiservertest.Start(t, defs)
 
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
@@ -60,23 +48,8 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	}
 	// Install the offline manifest as `sandbox up` would, and run the controller with exactly the
 	// RBAC it grants, by impersonating its service account.
-	kc, err := kube.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rendered, err := addons.Render(manifests.Offline, "gateway.yaml", addons.Values{SystemNamespace: "sandbox-system", StackdImage: "stackd:test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	objs, err := kube.Decode(rendered)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := kc.Apply(context.Background(), objs); err != nil {
-		t.Fatalf("applying manifests/offline/gateway.yaml: %v", err)
-	}
-	asController := rest.CopyConfig(cfg)
-	asController.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:sandbox-system:gateway-controller"}
+	apiservertest.ApplyOffline(t, cfg, "gateway.yaml", addons.Values{SystemNamespace: "sandbox-system", StackdImage: "stackd:test"})
+	asController := apiservertest.As(cfg, "system:serviceaccount:sandbox-system:gateway-controller")
 	mgr, err := ctrl.NewManager(asController, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		t.Fatal(err)
@@ -244,8 +217,7 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	eventually("two attached routes", func() bool { return getGW() && gw.Status.Listeners[0].AttachedRoutes == 2 })
 
 	// The data plane can read what its informers watch in its namespace, and nothing elsewhere.
-	asDataPlane := rest.CopyConfig(cfg)
-	asDataPlane.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:models:models-gw-sandbox"}
+	asDataPlane := apiservertest.As(cfg, "system:serviceaccount:models:models-gw-sandbox")
 	dp, err := dynamic.NewForConfig(asDataPlane)
 	must(err)
 	for _, gvr := range []schema.GroupVersionResource{
