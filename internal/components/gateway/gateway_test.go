@@ -199,6 +199,10 @@ func TestFailureModes(t *testing.T) {
 	}
 	resp.Body.Close()
 
+	// The destination may come in the envoy.lb dynamic metadata alone.
+	m.picker.mode.Store(int32(pickMetadataOnly))
+	ok("destination in dynamic metadata")
+
 	// FailOpen: the gateway picks a ready endpoint itself when the picker fails or is gone.
 	m.picker.mode.Store(int32(pickGRPCError))
 	s.setPool("phi-4-mini", func(p *routing.Pool) { p.FailureMode = routing.FailOpen })

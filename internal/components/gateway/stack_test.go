@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -57,6 +58,8 @@ const (
 	pickImmediate503
 	pickHang
 	pickNoDestination
+	// pickMetadataOnly names the endpoint only in the envoy.lb dynamic metadata.
+	pickMetadataOnly
 )
 
 // scriptedPicker is an ext_proc endpoint picker: it buffers the body until end_of_stream, then
@@ -141,8 +144,16 @@ func (p *scriptedPicker) answer(stream extprocv3.ExternalProcessor_ProcessServer
 	}
 	dest := p.endpoints[p.next.Add(1)%uint64(len(p.endpoints))]
 	p.picked.Add(1)
-	m := extproc.SetHeaders(destinationHeader, dest, "content-length", fmt.Sprint(len(body)))
-	if err := stream.Send(extproc.HeadersReply(false, m)); err != nil {
+	reply := extproc.HeadersReply(false, extproc.SetHeaders(destinationHeader, dest, "content-length", fmt.Sprint(len(body))))
+	if pickerMode(p.mode.Load()) == pickMetadataOnly {
+		reply = extproc.HeadersReply(false, extproc.SetHeaders("x-unrelated", "1"))
+		md, err := structpb.NewStruct(map[string]any{"envoy.lb": map[string]any{destinationHeader: dest}})
+		if err != nil {
+			return err
+		}
+		reply.DynamicMetadata = md
+	}
+	if err := stream.Send(reply); err != nil {
 		return err
 	}
 	if !hasBody {
