@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/inference-sandbox/sandbox/internal/versions"
 	"io"
 	"os"
 	"os/exec"
@@ -27,10 +28,10 @@ import (
 const (
 	// Module is KEDA's Go module.
 	Module = "github.com/kedacore/keda/v2"
-	// Version is the KEDA release built and installed. v2.21.0 is the newest the module
-	// proxy serves; it brings its own Kubernetes libraries (v0.36) in its build module, so
-	// the sandbox's own go.mod is unaffected.
-	Version = "v2.21.0"
+	// Version is the KEDA release built and installed (pinned in internal/versions). It
+	// brings its own Kubernetes libraries (v0.36) in its build module, so the sandbox's own
+	// go.mod is unaffected.
+	Version = versions.KEDA
 	// Repository is the local image repository.
 	Repository = "sandbox-keda"
 )

@@ -29,6 +29,9 @@ const (
 	Kind = "v0.33.0"
 	// DebianSuite is the node image's root file system release.
 	DebianSuite = "bookworm"
+	// KEDA is built from github.com/kedacore/keda/v2 for the offline profile; v2.21.0 is the
+	// newest release the module proxy serves.
+	KEDA = "v2.21.0"
 )
 
 // Table lists every pin for `sandbox version -o json` and for humans reading this file.
@@ -40,4 +43,5 @@ var Table = []Pin{
 	{"pause", Pause, "built from this repository", "2026-11-25"},
 	{"kind", Kind, "sigs.k8s.io/kind (Go library)", "2026-11-25"},
 	{"debian", DebianSuite, "Debian archive (debootstrap)", "2026-11-25"},
+	{"keda", KEDA, "github.com/kedacore/keda/v2 (Go module proxy), built locally", "2026-11-25"},
 }
