@@ -28,8 +28,15 @@ func benchClient() *http.Client {
 	return &http.Client{Transport: &http.Transport{MaxIdleConns: 512, MaxIdleConnsPerHost: 512}}
 }
 
-func benchStack(b *testing.B) *stack {
-	return newStack(b, stackOptions{simsPerModel: 1}, "phi-4-mini")
+// benchStack uses the production timeouts: the tests' short picker timeout would turn a busy
+// machine's scheduling delays into 502s.
+func benchStack(b *testing.B, cfg func(*Config)) *stack {
+	return newStack(b, stackOptions{simsPerModel: 1, gateway: func(c *Config) {
+		c.PickerTimeout = 10 * time.Second
+		if cfg != nil {
+			cfg(c)
+		}
+	}}, "phi-4-mini")
 }
 
 // send posts one request and reads the whole answer.
@@ -47,11 +54,12 @@ func send(c *http.Client, url string, withKey bool) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
 		return err
 	}
 	if resp.StatusCode != 200 {
-		return fmt.Errorf("status %d", resp.StatusCode)
+		return fmt.Errorf("status %d: %s", resp.StatusCode, b)
 	}
 	return nil
 }
@@ -95,7 +103,7 @@ func pct(sorted []time.Duration, p float64) time.Duration {
 }
 
 func BenchmarkLatencyAt1000RPS(b *testing.B) {
-	s := benchStack(b)
+	s := benchStack(b, nil)
 	c := benchClient()
 	direct := s.models["phi-4-mini"].urls[0]
 	paced(b, c, s.gw.URL, direct, 300, time.Millisecond) // warm connections and pools
@@ -112,9 +120,9 @@ func BenchmarkLatencyAt1000RPS(b *testing.B) {
 }
 
 func BenchmarkThroughput(b *testing.B) {
-	s := benchStack(b)
+	s := benchStack(b, nil)
 	// The same chain with responses kept away from the picker (--epp-skip-response).
-	lean := newStack(b, stackOptions{simsPerModel: 1, gateway: func(c *Config) { c.SkipPickerResponse = true }}, "phi-4-mini")
+	lean := benchStack(b, func(c *Config) { c.SkipPickerResponse = true })
 	for _, path := range []struct {
 		name    string
 		url     string
