@@ -6,9 +6,6 @@ package apiservertest
 
 import (
 	"context"
-	"os"
-	"path/filepath"
-	"slices"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -16,8 +13,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/inference-sandbox/sandbox/internal/addons"
+	"github.com/inference-sandbox/sandbox/internal/envtestassets"
 	"github.com/inference-sandbox/sandbox/internal/kube"
-	"github.com/inference-sandbox/sandbox/internal/nodeimage"
 	"github.com/inference-sandbox/sandbox/manifests"
 )
 
@@ -26,19 +23,11 @@ import (
 // since such a test cannot run, not fail, on a machine that never built a node image.
 func BinaryDir(t testing.TB) string {
 	t.Helper()
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir
+	dir, err := envtestassets.Dir()
+	if err != nil {
+		t.Skip(err.Error())
 	}
-	matches, _ := filepath.Glob(filepath.Join(nodeimage.DefaultCacheDir(), "bin", "*", "kube-apiserver"))
-	slices.Sort(matches)
-	for i := len(matches) - 1; i >= 0; i-- {
-		dir := filepath.Dir(matches[i])
-		if _, err := os.Stat(filepath.Join(dir, "etcd")); err == nil {
-			return dir
-		}
-	}
-	t.Skip("no kube-apiserver/etcd: set KUBEBUILDER_ASSETS or run `sandbox node-image build` once")
-	return ""
+	return dir
 }
 
 // Start runs kube-apiserver and etcd with the given CRDs installed until the test ends, and
