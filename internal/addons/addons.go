@@ -4,11 +4,9 @@
 package addons
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
-	"text/template"
 
 	"github.com/inference-sandbox/sandbox/internal/kube"
 	"github.com/inference-sandbox/sandbox/internal/progress"
@@ -61,31 +59,15 @@ func InstallAll(ctx context.Context, env *Env, list []Addon) error {
 
 // Render executes a manifest template from fsys with the values.
 func Render(fsys fs.FS, name string, v Values) ([]byte, error) {
-	src, err := fs.ReadFile(fsys, name)
-	if err != nil {
-		return nil, err
-	}
-	tmpl, err := template.New(name).Option("missingkey=error").Parse(string(src))
-	if err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", name, err)
-	}
-	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, v); err != nil {
-		return nil, fmt.Errorf("rendering %s: %w", name, err)
-	}
-	return buf.Bytes(), nil
+	return kube.RenderTemplate(fsys, name, v)
 }
 
 // applyTemplate renders and applies a manifest template.
 func applyTemplate(fsys fs.FS, name string) func(context.Context, *Env) error {
 	return func(ctx context.Context, env *Env) error {
-		data, err := Render(fsys, name, env.Values)
+		objs, err := kube.RenderObjects(fsys, name, env.Values)
 		if err != nil {
 			return err
-		}
-		objs, err := kube.Decode(data)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
 		}
 		return env.Client.Apply(ctx, objs)
 	}

@@ -1,18 +1,15 @@
 package keda
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"text/template"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -193,23 +190,7 @@ func Render(name string, v Values) ([]*unstructured.Unstructured, error) {
 }
 
 func render(name string, v tmplValues) ([]*unstructured.Unstructured, error) {
-	src, err := fs.ReadFile(manifests.Offline, name)
-	if err != nil {
-		return nil, err
-	}
-	tmpl, err := template.New(name).Option("missingkey=error").Parse(string(src))
-	if err != nil {
-		return nil, fmt.Errorf("parsing %s: %w", name, err)
-	}
-	var buf bytes.Buffer
-	if err := tmpl.Execute(&buf, v); err != nil {
-		return nil, fmt.Errorf("rendering %s: %w", name, err)
-	}
-	objs, err := kube.Decode(buf.Bytes())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return objs, nil
+	return kube.RenderObjects(manifests.Offline, name, v)
 }
 
 // certNames are the Services whose names the shared certificate carries: the operator's
