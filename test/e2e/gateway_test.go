@@ -109,13 +109,13 @@ func TestGateway(t *testing.T) {
 			}
 			return ctx
 		}).
-		Assess("no key, a wrong key: 401 JSON from ext_authz", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
+		Assess("no key, a wrong key: 401 JSON from authz", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			for _, k := range []string{"", "sk-not-the-key"} {
 				status, b, h, err := chat(ctx, base, k, model)
 				if err != nil {
 					t.Fatal(err)
 				}
-				assertOpenAIError(t, status, b, h, http.StatusUnauthorized, "ext_authz")
+				assertOpenAIError(t, status, b, h, http.StatusUnauthorized, "authz")
 			}
 			return ctx
 		}).

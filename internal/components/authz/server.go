@@ -26,8 +26,9 @@ const (
 	// NamespaceExtension is the ext_authz context extension a gateway sets per route to name the
 	// namespace whose key applies; it beats the Host header, which a client controls.
 	NamespaceExtension = "gateway-namespace"
-	// errorSource names this component in x-kaito-error-source (shared/DESIGN.md).
-	errorSource = "ext_authz"
+	// errorSource names this component in x-kaito-error-source: upstream uses "authz" for both
+	// its 401s and its outage replies (shared/facts/upstream-production-stack.md).
+	errorSource = "authz"
 )
 
 // KeyStore answers which API key a namespace has.

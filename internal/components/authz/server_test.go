@@ -139,7 +139,7 @@ func checkDenied(t *testing.T, resp *authv3.CheckResponse, message string) {
 	if err := extproc.ApplyHeaderOptions(hdr, d.GetHeaders()); err != nil {
 		t.Fatal(err)
 	}
-	if hdr.Get("Content-Type") != "application/json" || hdr.Get(openai.ErrorSourceHeader) != "ext_authz" {
+	if hdr.Get("Content-Type") != "application/json" || hdr.Get(openai.ErrorSourceHeader) != "authz" {
 		t.Errorf("headers = %v", hdr)
 	}
 	var env struct {

@@ -379,7 +379,7 @@ func (s *Server) fail(w *responseWriter, r *http.Request, err error) {
 		return
 	}
 	if d, ok := errorsAs[*denial](err); ok {
-		writeLocalReply(w, d.status, d.headers, d.body, "ext_authz")
+		writeLocalReply(w, d.status, d.headers, d.body, "authz")
 		return
 	}
 	if im, ok := errorsAs[*immediate](err); ok {
