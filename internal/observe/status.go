@@ -21,6 +21,7 @@ type Status struct {
 	Ready       bool        `json:"ready"`
 	Nodes       []Node      `json:"nodes"`
 	Components  []Component `json:"components"`
+	Models      []Model     `json:"models"`
 	EgressGuard Check       `json:"egressGuard"`
 }
 
@@ -33,6 +34,16 @@ type Node struct {
 	GPUsUsed int64  `json:"gpusUsed"`
 	Product  string `json:"gpuProduct,omitempty"`
 	Reason   string `json:"reason,omitempty"`
+}
+
+// Model is one deployed model: desired and ready replicas, and why it is not ready.
+type Model struct {
+	Name          string `json:"name"`
+	Namespace     string `json:"namespace"`
+	Replicas      int32  `json:"replicas"`
+	ReadyReplicas int32  `json:"readyReplicas"`
+	Ready         bool   `json:"ready"`
+	Reason        string `json:"reason,omitempty"`
 }
 
 // Component is one installed workload of the sandbox.

@@ -272,6 +272,15 @@ func TestCluster(t *testing.T) {
 			if total != int64(sb.Workers*sb.GPUsPerNode) {
 				t.Errorf("status reports %d GPUs, want %d", total, sb.Workers*sb.GPUsPerNode)
 			}
+			ready := map[string]bool{}
+			for _, m := range st.Models {
+				ready[m.Name] = m.Ready && m.ReadyReplicas >= 1
+			}
+			for _, m := range []string{"phi-4-mini", "ministral-3b"} {
+				if !ready[m] {
+					t.Errorf("status does not report default model %s ready: %s", m, out)
+				}
+			}
 			return ctx
 		}).Feature()
 

@@ -84,6 +84,17 @@ func collect(ctx context.Context, f *cmdutil.Factory) (*observe.Status, error) {
 		return nil, fmt.Errorf("sandbox %q is not reachable: %w (run `sandbox up` to repair it)", f.Name, err)
 	}
 	st.Name, st.Kubeconfig = f.Name, path
+	list, err := models.List(ctx, client, models.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("listing models: %w", err)
+	}
+	for _, m := range list {
+		st.Models = append(st.Models, observe.Model{Name: m.Name, Namespace: m.Namespace, Replicas: m.Replicas,
+			ReadyReplicas: m.ReadyReplicas, Ready: m.Ready, Reason: m.Message})
+		if !m.Ready {
+			st.Ready = false
+		}
+	}
 	if err := egress.New().Check(ctx); err != nil {
 		st.EgressGuard = observe.Check{Reason: err.Error() + " (run `sandbox up` to reinstall it)"}
 		st.Ready = false
@@ -116,6 +127,13 @@ func printTable(w io.Writer, st *observe.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\n", c.Name, c.Namespace, yesNo(c.Ready), c.Reason)
 	}
 	fmt.Fprintf(tw, "egress-guard\thost\t%s\t%s\t\t\n", yesNo(st.EgressGuard.OK), st.EgressGuard.Reason)
+	if len(st.Models) > 0 {
+		fmt.Fprintln(tw, "\t\t\t\t\t")
+		fmt.Fprintf(tw, "MODEL\tNAMESPACE\tREADY\tREPLICAS (READY/DESIRED)\tWHY\t\n")
+		for _, m := range st.Models {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%s\t\n", m.Name, m.Namespace, yesNo(m.Ready), m.ReadyReplicas, m.Replicas, m.Reason)
+		}
+	}
 	tw.Flush()
 }
 
