@@ -2,6 +2,7 @@ package lifecycle
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -44,11 +45,25 @@ func Down(ctx context.Context, o DownOptions) error {
 	if err != nil {
 		return err
 	}
-	if len(remaining) == 0 {
-		step := o.Status.Start("Removing the egress guard (no kind cluster left)")
-		if err := step.End(egress.New().Remove(ctx)); err != nil {
-			return fmt.Errorf("removing the egress guard: %w", err)
-		}
+	if len(remaining) > 0 {
+		return nil
+	}
+	lock, err := egress.TryExclusive()
+	if errors.Is(err, egress.ErrBusy) {
+		o.Status.Infof("kept the egress guard: another sandbox is being created")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("egress guard lock: %w", err)
+	}
+	defer lock.Release()
+	// Re-check under the lock: a sandbox created meanwhile has finished creating its nodes.
+	if remaining, err = mgr.List(); err != nil || len(remaining) > 0 {
+		return err
+	}
+	step = o.Status.Start("Removing the egress guard (no kind cluster left)")
+	if err := step.End(egress.New().Remove(ctx)); err != nil {
+		return fmt.Errorf("removing the egress guard: %w", err)
 	}
 	return nil
 }

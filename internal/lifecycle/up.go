@@ -119,6 +119,13 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	}
 	start := time.Now()
 	res := &Result{Kubeconfig: o.Kubeconfig}
+	// Held until the nodes exist, so a concurrent `down` of another sandbox cannot remove the
+	// guard from under this one (see egress.LockPath).
+	guardLock, err := egress.HoldShared()
+	if err != nil {
+		return nil, fmt.Errorf("egress guard lock: %w", err)
+	}
+	defer guardLock.Release()
 	s := o.Status
 
 	steps := []struct {
