@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -17,7 +18,10 @@ func WaitFor(ctx context.Context, timeout, interval time.Duration, what string, 
 	var last string
 	err := wait.PollUntilContextTimeout(ctx, interval, timeout, true, func(ctx context.Context) (bool, error) {
 		ok, why, err := cond(ctx)
-		last = why
+		// The last poll often fails only because the deadline is near; keep the last real reason.
+		if why != "" && ctx.Err() == nil && !strings.Contains(why, "context deadline") && !strings.Contains(why, "rate limiter") {
+			last = why
+		}
 		return ok, err
 	})
 	if err != nil {
@@ -53,14 +57,14 @@ func (c *Client) WaitDeployment(ctx context.Context, ns, name string, timeout ti
 		}
 		ok, why := DeploymentReady(d)
 		if !ok {
-			why += c.podProblems(ctx, ns, d.Spec.Selector)
+			why += c.PodProblems(ctx, ns, d.Spec.Selector)
 		}
 		return ok, why, nil
 	})
 }
 
-// podProblems summarises why a workload's pods are not running (image missing, crash loop).
-func (c *Client) podProblems(ctx context.Context, ns string, sel *metav1.LabelSelector) string {
+// PodProblems summarises why a workload's pods are not running (image missing, crash loop).
+func (c *Client) PodProblems(ctx context.Context, ns string, sel *metav1.LabelSelector) string {
 	if sel == nil {
 		return ""
 	}

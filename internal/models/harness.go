@@ -59,7 +59,7 @@ func EnsureHarness(ctx context.Context, c *kube.Client, o HarnessOptions) error 
 	if _, err := hc.Apply(ctx, HarnessRelease, o.Namespace, chrt, values, 0); err != nil {
 		return err
 	}
-	return WaitHarness(ctx, c, o.Namespace, 3*time.Minute)
+	return WaitHarness(ctx, c, o.Namespace, 5*time.Minute)
 }
 
 // WaitHarness waits for the Gateway to be Programmed and the API key to exist.
@@ -70,13 +70,27 @@ func WaitHarness(ctx context.Context, c *kube.Client, namespace string, timeout 
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		return conditionTrue(obj, "Programmed")
+		ok, why, err := conditionTrue(obj, "Programmed")
+		if !ok {
+			why += dataPlaneProblem(ctx, c, namespace, gw)
+		}
+		return ok, why, err
 	})
 	if err != nil {
 		return err
 	}
 	_, err = waitAPIKey(ctx, c, namespace, timeout)
 	return err
+}
+
+// dataPlaneProblem says what the gateway controller's data plane for a Gateway is waiting on.
+func dataPlaneProblem(ctx context.Context, c *kube.Client, namespace, gw string) string {
+	d, err := c.Clientset.AppsV1().Deployments(namespace).Get(ctx, gw+"-sandbox", metav1.GetOptions{})
+	if err != nil {
+		return "; data plane: " + err.Error()
+	}
+	_, why := kube.DeploymentReady(d)
+	return "; data plane: " + why + c.PodProblems(ctx, namespace, d.Spec.Selector)
 }
 
 func conditionTrue(obj *unstructured.Unstructured, condType string) (bool, string, error) {
