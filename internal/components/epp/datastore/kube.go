@@ -3,6 +3,7 @@ package datastore
 import (
 	"context"
 	"fmt"
+	"github.com/inference-sandbox/sandbox/internal/kube"
 	"log/slog"
 	"time"
 
@@ -51,19 +52,8 @@ func (k *KubeSource) Run(ctx context.Context, store *Store) error {
 	podFactory := informers.NewSharedInformerFactoryWithOptions(k.Clientset, 0, informers.WithNamespace(k.Namespace))
 	podInf := podFactory.Core().V1().Pods()
 
-	// One buffered slot coalesces bursts of events into one recomputation.
-	trigger := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case trigger <- struct{}{}:
-		default:
-		}
-	}
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { poke() },
-		UpdateFunc: func(any, any) { poke() },
-		DeleteFunc: func(any) { poke() },
-	}
+	changes := kube.NewChanges()
+	handler := changes.Handler()
 	if _, err := poolInf.Informer().AddEventHandler(handler); err != nil {
 		return fmt.Errorf("watch InferencePool %s/%s: %w", k.Namespace, k.Name, err)
 	}
@@ -93,7 +83,7 @@ func (k *KubeSource) Run(ctx context.Context, store *Store) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-trigger:
+		case <-changes.C():
 		case <-time.After(30 * time.Second):
 			// Periodic recompute is a safety net only; events drive normal operation.
 		}

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"fmt"
+	"github.com/inference-sandbox/sandbox/internal/kube"
 	"log/slog"
 	"net"
 	"strconv"
@@ -71,18 +72,8 @@ func (k *Informers) Run(ctx context.Context) error {
 	svcInf := kf.Core().V1().Services()
 	slicesInf := kf.Discovery().V1().EndpointSlices()
 
-	trigger := make(chan struct{}, 1)
-	poke := func() {
-		select {
-		case trigger <- struct{}{}:
-		default:
-		}
-	}
-	handler := cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { poke() },
-		UpdateFunc: func(any, any) { poke() },
-		DeleteFunc: func(any) { poke() },
-	}
+	changes := kube.NewChanges()
+	handler := changes.Handler()
 	for what, inf := range map[string]cache.SharedIndexInformer{
 		"HTTPRoutes": routesInf.Informer(), "InferencePools": poolsInf.Informer(), "Pods": podsInf.Informer(),
 		"Services": svcInf.Informer(), "EndpointSlices": slicesInf.Informer(),
@@ -120,7 +111,7 @@ func (k *Informers) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-trigger:
+		case <-changes.C():
 			// Let a burst of events (a Helm release creating several objects) settle first.
 			time.Sleep(20 * time.Millisecond)
 		}
