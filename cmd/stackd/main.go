@@ -4,8 +4,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -42,7 +45,12 @@ func main() {
 		scaler.NewCommand(),
 		inferenceset.NewCommand(),
 	)
-	if err := root.Execute(); err != nil {
+	// One place turns SIGINT/SIGTERM (a pod being stopped) into cancelling the command's
+	// context; every component drains from cmd.Context().
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := root.ExecuteContext(ctx)
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "stackd:", err)
 		os.Exit(1)
 	}

@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,8 +49,7 @@ The controller subcommand gives every Gateway of the class its own data plane.`,
     --bbr-address body-based-router.sandbox-system.svc.cluster.local:9004`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled on SIGINT/SIGTERM by stackd\'s main
 			return Run(ctx, o)
 		},
 	}

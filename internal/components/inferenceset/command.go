@@ -3,8 +3,6 @@ package inferenceset
 import (
 	"context"
 	"fmt"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	appsv1 "k8s.io/api/apps/v1"
@@ -69,8 +67,7 @@ in-flight requests finish.`,
 			if o.Image == "" {
 				return fmt.Errorf("--image is required: the stackd image the replicas run")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled on SIGINT/SIGTERM by stackd\'s main
 			ctrl.SetLogger(zap.New())
 			cfg, err := ctrl.GetConfig()
 			if err != nil {

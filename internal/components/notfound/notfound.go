@@ -15,9 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os/signal"
 	"strconv"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -80,8 +78,7 @@ func NewCommand() *cobra.Command {
   stackd notfound --port 8080`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled on SIGINT/SIGTERM by stackd\'s main
 			ln, err := extproc.Listen(ctx, bind, port, "notfound")
 			if err != nil {
 				return err

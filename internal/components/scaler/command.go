@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -67,8 +65,7 @@ ClusterTriggerAuthentication keda-kaito-scaler-creds itself, so it must run in K
   stackd scaler --working-namespace=keda --timing=fast`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled on SIGINT/SIGTERM by stackd\'s main
 			return Run(ctx, o)
 		},
 	}

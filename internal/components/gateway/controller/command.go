@@ -2,8 +2,6 @@ package controller
 
 import (
 	"fmt"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -31,8 +29,7 @@ func NewCommand() *cobra.Command {
 			if o.Image == "" {
 				return fmt.Errorf("--image is required: the stackd image the data planes run")
 			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context() // cancelled on SIGINT/SIGTERM by stackd\'s main
 			ctrl.SetLogger(zap.New())
 			cfg, err := ctrl.GetConfig()
 			if err != nil {
