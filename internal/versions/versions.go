@@ -1,6 +1,6 @@
 // Package versions is the one table of every version the sandbox pins: the node image's
-// Kubernetes and its control-plane pieces, and (later) upstream charts and images.
-// Change a version here and nowhere else.
+// Kubernetes and its control-plane pieces (Table), and the upstream profile's charts and images
+// (Upstream, upstream.go). Change a version here and nowhere else.
 package versions
 
 // Sandbox is the version of this tool; overridden at link time with
