@@ -1,0 +1,250 @@
+package observe
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"sort"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// The simulator's metric names (vLLM's; shared/facts/llm-d-facts.md §2.7).
+const (
+	metricRunning       = "vllm:num_requests_running"
+	metricWaiting       = "vllm:num_requests_waiting"
+	metricKVUsage       = "vllm:kv_cache_usage_perc"
+	metricKVUsageOld    = "vllm:gpu_cache_usage_perc"
+	metricPrefixHits    = "vllm:prefix_cache_hits_total"
+	metricPrefixQueries = "vllm:prefix_cache_queries_total"
+	metricSuccess       = "vllm:request_success_total"
+	metricTTFT          = "vllm:time_to_first_token_seconds"
+)
+
+var wantedFamilies = []string{metricRunning, metricWaiting, metricKVUsage, metricKVUsageOld,
+	metricPrefixHits, metricPrefixQueries, metricSuccess, metricTTFT}
+
+// Sample is what one scrape of a pod yields; counters and histogram buckets are summed over
+// every series (model names, finish reasons), since the dashboard shows per-pod totals.
+type Sample struct {
+	Time          time.Time
+	Running       float64
+	Waiting       float64
+	KVUsage       float64
+	PrefixHits    float64
+	PrefixQueries float64
+	Success       float64
+	// TTFT is the cumulative histogram: upper bound -> count.
+	TTFT map[float64]float64
+}
+
+// ParseSample reads a Prometheus text page. A vLLM page is mostly histograms the dashboard
+// never reads, so lines of other families are dropped before the parser sees them.
+func ParseSample(page []byte, now time.Time) (Sample, error) {
+	filtered := filterFamilies(page)
+	parser := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := parser.TextToMetricFamilies(bytes.NewReader(filtered))
+	if err != nil {
+		return Sample{}, fmt.Errorf("parsing metrics: %w", err)
+	}
+	if fams[metricRunning] == nil || fams[metricWaiting] == nil {
+		return Sample{}, fmt.Errorf("no %s on the page: not a vLLM-compatible server", metricRunning)
+	}
+	s := Sample{Time: now, TTFT: map[float64]float64{}}
+	s.Running = sum(fams[metricRunning])
+	s.Waiting = sum(fams[metricWaiting])
+	if f := fams[metricKVUsage]; f != nil {
+		s.KVUsage = maxOf(f)
+	} else {
+		s.KVUsage = maxOf(fams[metricKVUsageOld])
+	}
+	s.PrefixHits = sum(fams[metricPrefixHits])
+	s.PrefixQueries = sum(fams[metricPrefixQueries])
+	s.Success = sum(fams[metricSuccess])
+	if f := fams[metricTTFT]; f != nil {
+		for _, m := range f.GetMetric() {
+			for _, b := range m.GetHistogram().GetBucket() {
+				s.TTFT[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+			}
+		}
+	}
+	return s, nil
+}
+
+func filterFamilies(page []byte) []byte {
+	out := make([]byte, 0, len(page)/4)
+	for len(page) > 0 {
+		line := page
+		if i := bytes.IndexByte(page, '\n'); i >= 0 {
+			line, page = page[:i+1], page[i+1:]
+		} else {
+			page = nil
+		}
+		name := line
+		if bytes.HasPrefix(name, []byte("# TYPE ")) || bytes.HasPrefix(name, []byte("# HELP ")) {
+			name = name[7:]
+		} else if len(name) > 0 && name[0] == '#' {
+			continue
+		}
+		for _, w := range wantedFamilies {
+			if bytes.HasPrefix(name, []byte(w)) && len(name) > len(w) {
+				// Histogram series carry _bucket/_sum/_count suffixes; keep those too.
+				rest := name[len(w):]
+				if rest[0] == '{' || rest[0] == ' ' || bytes.HasPrefix(rest, []byte("_bucket")) ||
+					bytes.HasPrefix(rest, []byte("_sum")) || bytes.HasPrefix(rest, []byte("_count")) {
+					out = append(out, line...)
+					if line[len(line)-1] != '\n' {
+						out = append(out, '\n')
+					}
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+func sum(f *dto.MetricFamily) float64 {
+	var v float64
+	for _, m := range f.GetMetric() {
+		v += value(m)
+	}
+	return v
+}
+
+func maxOf(f *dto.MetricFamily) float64 {
+	var v float64
+	for _, m := range f.GetMetric() {
+		v = math.Max(v, value(m))
+	}
+	return v
+}
+
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue()
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue()
+	case m.GetUntyped() != nil:
+		return m.GetUntyped().GetValue()
+	}
+	return 0
+}
+
+// history keeps a pod's samples over a window so rates and quantiles cover "the last minute".
+type history struct {
+	samples []Sample
+	window  time.Duration
+}
+
+func (h *history) add(s Sample) {
+	h.samples = append(h.samples, s)
+	cut := 0
+	// Keep one sample older than the window as the baseline of the window's deltas.
+	for cut+1 < len(h.samples) && s.Time.Sub(h.samples[cut+1].Time) >= h.window {
+		cut++
+	}
+	h.samples = h.samples[cut:]
+}
+
+func (h *history) latest() (Sample, bool) {
+	if len(h.samples) == 0 {
+		return Sample{}, false
+	}
+	return h.samples[len(h.samples)-1], true
+}
+
+// delta returns the newest sample and the oldest one within maxAge of it (the baseline).
+// A counter going backwards means the pod restarted: the newest sample is its own baseline.
+func (h *history) delta(maxAge time.Duration) (last, base Sample, ok bool) {
+	if len(h.samples) < 2 {
+		return Sample{}, Sample{}, false
+	}
+	last = h.samples[len(h.samples)-1]
+	base = h.samples[len(h.samples)-2]
+	for i := len(h.samples) - 2; i >= 0; i-- {
+		if last.Time.Sub(h.samples[i].Time) > maxAge {
+			break
+		}
+		base = h.samples[i]
+	}
+	if last.Success < base.Success {
+		return last, last, true
+	}
+	return last, base, true
+}
+
+// rate is the success counter's per-second rate over the last maxAge.
+func (h *history) rate(maxAge time.Duration) float64 {
+	last, base, ok := h.delta(maxAge)
+	if !ok {
+		return 0
+	}
+	dt := last.Time.Sub(base.Time).Seconds()
+	if dt <= 0 {
+		return 0
+	}
+	return math.Max(0, last.Success-base.Success) / dt
+}
+
+// ttftDelta adds this pod's TTFT bucket increments over the window to acc.
+func (h *history) ttftDelta(acc map[float64]float64) {
+	last, base, ok := h.delta(h.window)
+	if !ok {
+		return
+	}
+	for le, c := range last.TTFT {
+		if d := c - base.TTFT[le]; d > 0 {
+			acc[le] += d
+		}
+	}
+}
+
+func (h *history) prefixHitRate() (float64, bool) {
+	last, base, ok := h.delta(h.window)
+	if !ok {
+		return 0, false
+	}
+	q := last.PrefixQueries - base.PrefixQueries
+	if q <= 0 {
+		return 0, false
+	}
+	return math.Max(0, last.PrefixHits-base.PrefixHits) / q, true
+}
+
+// quantile estimates the q-quantile of a cumulative histogram (upper bound -> count) by linear
+// interpolation inside the bucket, as PromQL's histogram_quantile does.
+func quantile(q float64, buckets map[float64]float64) (float64, bool) {
+	bounds := make([]float64, 0, len(buckets))
+	for le := range buckets {
+		bounds = append(bounds, le)
+	}
+	sort.Float64s(bounds)
+	if len(bounds) == 0 {
+		return 0, false
+	}
+	total := buckets[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return 0, false
+	}
+	rank := q * total
+	prevBound, prevCount := 0.0, 0.0
+	for _, le := range bounds {
+		c := buckets[le]
+		if c >= rank {
+			if math.IsInf(le, 1) {
+				return prevBound, true
+			}
+			if c == prevCount {
+				return le, true
+			}
+			return prevBound + (le-prevBound)*(rank-prevCount)/(c-prevCount), true
+		}
+		prevBound, prevCount = le, c
+	}
+	return prevBound, true
+}
