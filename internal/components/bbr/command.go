@@ -89,7 +89,7 @@ func Serve(ctx context.Context, o Options, ext, healthLn, metricsLn net.Listener
 	srv := NewServer(o.Streaming, o.MaxBodyBytes, m)
 
 	// A BUFFERED body comes in one message, so the receive limit must fit the largest body.
-	grpcSrv := grpc.NewServer(grpc.MaxRecvMsgSize(srv.maxBodyBytes + 1<<20))
+	grpcSrv := grpc.NewServer(append(extproc.ServerOptions(), grpc.MaxRecvMsgSize(srv.maxBodyBytes+1<<20))...)
 	extprocv3.RegisterExternalProcessorServer(grpcSrv, srv)
 
 	hs := health.NewServer()

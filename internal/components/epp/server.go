@@ -163,7 +163,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		return nil, fmt.Errorf("listen for metrics on %s: %w", opts.MetricsAddr, err)
 	}
 
-	var grpcOpts []grpc.ServerOption
+	grpcOpts := extproc.ServerOptions()
 	if opts.SecureServing {
 		cert, err := selfSignedCert()
 		if err != nil {

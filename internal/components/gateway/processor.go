@@ -14,8 +14,6 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/inference-sandbox/sandbox/internal/extproc"
@@ -483,7 +481,10 @@ func (x *exchange) respond(w *responseWriter, resp *http.Response, served string
 			if _, err := w.Write(sr.GetBody()); err != nil {
 				return &clientGone{err: err}
 			}
-			w.Flush()
+			if !sr.GetEndOfStream() {
+				// The last chunk leaves with the end of the response, in the same write.
+				w.Flush()
+			}
 		}
 		if sr.GetEndOfStream() {
 			x.disarm()
@@ -503,7 +504,7 @@ func relayDirect(w *responseWriter, resp *http.Response, head []byte) error {
 		}
 		w.Flush()
 	}
-	return copyFlushing(w, resp.Body)
+	return copyFlushing(w, resp.Body, -1)
 }
 
 // backendError is a failure reading the backend's response.
@@ -531,20 +532,7 @@ func (c *conns) get(addr string) (*grpc.ClientConn, error) {
 	if cc, ok := c.m[addr]; ok {
 		return cc, nil
 	}
-	// Plaintext h2c, as upstream runs the EPP (--secure-serving=false) and BBR in cluster
-	// (upstream-production-stack §7).
-	// Without retries: gRPC would otherwise buffer every sent message of a stream for a
-	// transparent replay that an ext_proc exchange can never use (a retried stream is a new
-	// request to the processor), which costs a copy per message.
-	//
-	// Reconnect backoff is capped at 2 s instead of gRPC's 120 s: a filter that restarts (a
-	// picker rolled to a new pod behind its Service) must be used again as soon as it is back,
-	// while requests in between fail fast into the pool's failure mode.
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithDisableRetry(),
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-			MinConnectTimeout: 2 * time.Second,
-		}))
+	cc, err := grpc.NewClient(addr, extproc.DialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("gRPC client for %s: %w", addr, err)
 	}

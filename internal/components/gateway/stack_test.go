@@ -241,7 +241,7 @@ func newStack(t testing.TB, o stackOptions, models ...string) *stack {
 		}
 		m.picker = &scriptedPicker{endpoints: m.addrs}
 		ln := extproctest.Listen(t)
-		srv := grpc.NewServer()
+		srv := grpc.NewServer(extproc.ServerOptions()...)
 		extprocv3.RegisterExternalProcessorServer(srv, m.picker)
 		extproctest.Run(t, func(ctx context.Context) error { return extproc.ServeGRPC(ctx, srv, ln) })
 		m.pickerAddr = ln.Addr().String()
