@@ -24,6 +24,9 @@ type Values struct {
 	KEDAImage string
 	// ScalerTiming is the scaling preset: "fast" (demo scales in seconds) or "upstream".
 	ScalerTiming string
+	// Upstream profile only: the kind cluster's name, its kubeconfig (for Helm) and where
+	// downloaded charts and manifests are cached.
+	ClusterName, Kubeconfig, ChartCache string
 }
 
 // Env is what an addon needs to install itself.
