@@ -8,8 +8,8 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+
+	"github.com/inference-sandbox/sandbox/internal/observe/podmetrics"
 )
 
 // The simulator's metric names (vLLM's; shared/facts/llm-d-facts.md §2.7).
@@ -23,9 +23,6 @@ const (
 	metricSuccess       = "vllm:request_success_total"
 	metricTTFT          = "vllm:time_to_first_token_seconds"
 )
-
-var wantedFamilies = []string{metricRunning, metricWaiting, metricKVUsage, metricKVUsageOld,
-	metricPrefixHits, metricPrefixQueries, metricSuccess, metricTTFT}
 
 // Sample is what one scrape of a pod yields; counters and histogram buckets are summed over
 // every series (model names, finish reasons), since the dashboard shows per-pod totals.
@@ -41,15 +38,17 @@ type Sample struct {
 	TTFT map[float64]float64
 }
 
-// ParseSample reads a Prometheus text page. A vLLM page is mostly histograms the dashboard
-// never reads, so lines of other families are dropped before the parser sees them.
+// ParseSample reads a Prometheus text page into a Sample.
 func ParseSample(page []byte, now time.Time) (Sample, error) {
-	filtered := filterFamilies(page)
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(bytes.NewReader(filtered))
+	fams, err := podmetrics.Parse(bytes.NewReader(page))
 	if err != nil {
-		return Sample{}, fmt.Errorf("parsing metrics: %w", err)
+		return Sample{}, err
 	}
+	return SampleFrom(fams, now)
+}
+
+// SampleFrom picks the dashboard's metrics out of a scraped page's families.
+func SampleFrom(fams map[string]*dto.MetricFamily, now time.Time) (Sample, error) {
 	if fams[metricRunning] == nil || fams[metricWaiting] == nil {
 		return Sample{}, fmt.Errorf("no %s on the page: not a vLLM-compatible server", metricRunning)
 	}
@@ -66,45 +65,18 @@ func ParseSample(page []byte, now time.Time) (Sample, error) {
 	s.Success = sum(fams[metricSuccess])
 	if f := fams[metricTTFT]; f != nil {
 		for _, m := range f.GetMetric() {
+			inf := false
 			for _, b := range m.GetHistogram().GetBucket() {
 				s.TTFT[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+				inf = inf || math.IsInf(b.GetUpperBound(), 1)
+			}
+			// The +Inf bucket is the sample count, which some parsers leave implicit.
+			if !inf {
+				s.TTFT[math.Inf(1)] += float64(m.GetHistogram().GetSampleCount())
 			}
 		}
 	}
 	return s, nil
-}
-
-func filterFamilies(page []byte) []byte {
-	out := make([]byte, 0, len(page)/4)
-	for len(page) > 0 {
-		line := page
-		if i := bytes.IndexByte(page, '\n'); i >= 0 {
-			line, page = page[:i+1], page[i+1:]
-		} else {
-			page = nil
-		}
-		name := line
-		if bytes.HasPrefix(name, []byte("# TYPE ")) || bytes.HasPrefix(name, []byte("# HELP ")) {
-			name = name[7:]
-		} else if len(name) > 0 && name[0] == '#' {
-			continue
-		}
-		for _, w := range wantedFamilies {
-			if bytes.HasPrefix(name, []byte(w)) && len(name) > len(w) {
-				// Histogram series carry _bucket/_sum/_count suffixes; keep those too.
-				rest := name[len(w):]
-				if rest[0] == '{' || rest[0] == ' ' || bytes.HasPrefix(rest, []byte("_bucket")) ||
-					bytes.HasPrefix(rest, []byte("_sum")) || bytes.HasPrefix(rest, []byte("_count")) {
-					out = append(out, line...)
-					if line[len(line)-1] != '\n' {
-						out = append(out, '\n')
-					}
-					break
-				}
-			}
-		}
-	}
-	return out
 }
 
 func sum(f *dto.MetricFamily) float64 {

@@ -25,6 +25,7 @@ import (
 
 	"github.com/inference-sandbox/sandbox/internal/components/inferenceset"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
+	"github.com/inference-sandbox/sandbox/internal/observe/podmetrics"
 )
 
 // inferenceSetGVR is the resource the modeldeployment chart writes.
@@ -51,9 +52,8 @@ const (
 	sourceDecisionsPfx  = "decisions "
 )
 
-// FetchMetrics returns a pod's /metrics page. The watcher goes through the API server's pod
-// proxy, so the dashboard needs nothing but the kubeconfig; tests use loopback servers.
-type FetchMetrics func(ctx context.Context, namespace, pod string) ([]byte, error)
+// simPort is the simulator's (vLLM's) port, where /metrics is served.
+const simPort = 5000
 
 // Options configure a Watcher. Zero durations take the defaults.
 type Options struct {
@@ -61,7 +61,7 @@ type Options struct {
 	Dynamic   dynamic.Interface
 	// OpenStream and Fetch default to the API server's service and pod proxies.
 	OpenStream OpenStream
-	Fetch      FetchMetrics
+	Fetch      podmetrics.FetchFunc
 	// Endpoints maps a namespace to the gateway URL shown for its models.
 	Endpoints map[string]string
 	// ScrapeEvery is the pod-metrics period (2 s); Workers bounds concurrent scrapes (4).
@@ -100,6 +100,7 @@ type Watcher struct {
 	streaming map[string]bool // namespace/model -> stream connected
 
 	isInf, podInf, nodeInf, hpaInf cache.SharedIndexInformer
+	scraper                        *podmetrics.Scraper
 }
 
 // NewWatcher returns a watcher; Run starts it.
@@ -126,9 +127,11 @@ func NewWatcher(o Options) *Watcher {
 		o.OpenStream = ServiceProxyStream(o.Clientset)
 	}
 	if o.Fetch == nil {
-		o.Fetch = PodProxyFetch(o.Clientset)
+		o.Fetch = podmetrics.ProxyFetch(o.Clientset)
 	}
-	return &Watcher{o: o, sources: map[string]*Source{}, histories: map[types.UID]*history{},
+	// A scrape must end before the next one is due.
+	scraper := &podmetrics.Scraper{Fetch: o.Fetch, Workers: o.Workers, Timeout: max(o.ScrapeEvery*3/4, 500*time.Millisecond)}
+	return &Watcher{o: o, scraper: scraper, sources: map[string]*Source{}, histories: map[types.UID]*history{},
 		scrapeErr: map[types.UID]string{}, unsched: map[types.UID]bool{}, events: map[string][]EventLine{},
 		followers: map[string]context.CancelFunc{}, streaming: map[string]bool{}}
 }
@@ -139,13 +142,6 @@ func ServiceProxyStream(cs kubernetes.Interface) OpenStream {
 	return func(ctx context.Context, namespace, model string, backlog int) (io.ReadCloser, error) {
 		return cs.CoreV1().Services(namespace).ProxyGet("http", model+"-inferencepool-epp", "9090", "/decisions",
 			map[string]string{"follow": "1", "limit": strconv.Itoa(backlog)}).Stream(ctx)
-	}
-}
-
-// PodProxyFetch reads a simulator's /metrics (port 5000) through the API server's pod proxy.
-func PodProxyFetch(cs kubernetes.Interface) FetchMetrics {
-	return func(ctx context.Context, namespace, pod string) ([]byte, error) {
-		return cs.CoreV1().Pods(namespace).ProxyGet("http", pod, "5000", "/metrics", nil).DoRaw(ctx)
 	}
 }
 
@@ -411,78 +407,57 @@ func (w *Watcher) scrapeLoop(ctx context.Context) {
 	}
 }
 
-type scrapeResult struct {
-	pod    *corev1.Pod
-	sample Sample
-	err    error
-}
-
 func (w *Watcher) scrapeOnce(ctx context.Context) {
 	var pods []*corev1.Pod
+	var targets []podmetrics.Target
 	for _, obj := range w.podInf.GetStore().List() {
 		if p, ok := obj.(*corev1.Pod); ok && p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" && p.DeletionTimestamp == nil {
 			pods = append(pods, p)
+			targets = append(targets, podmetrics.Target{Namespace: p.Namespace, Pod: p.Name, Port: simPort})
 		}
 	}
 	if len(pods) == 0 {
 		w.setSource(SourceMetrics, nil)
 		return
 	}
-	jobs := make(chan *corev1.Pod)
-	results := make(chan scrapeResult, len(pods))
-	var wg sync.WaitGroup
-	for range min(w.o.Workers, len(pods)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range jobs {
-				sctx, cancel := context.WithTimeout(ctx, max(w.o.ScrapeEvery*3/4, 500*time.Millisecond))
-				page, err := w.o.Fetch(sctx, p.Namespace, p.Name)
-				cancel()
-				r := scrapeResult{pod: p, err: err}
-				if err == nil {
-					r.sample, r.err = ParseSample(page, w.o.Now())
-				}
-				results <- r
-			}
-		}()
-	}
-	for _, p := range pods {
-		jobs <- p
-	}
-	close(jobs)
-	wg.Wait()
-	close(results)
+	results := w.scraper.Scrape(ctx, targets)
+	now := w.o.Now()
 
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	failed, firstErr := 0, ""
 	seen := map[types.UID]bool{}
-	for r := range results {
-		seen[r.pod.UID] = true
-		if r.err != nil {
+	for i, r := range results {
+		pod := pods[i]
+		seen[pod.UID] = true
+		var sample Sample
+		err := r.Err
+		if err == nil {
+			sample, err = SampleFrom(r.Families, now)
+		}
+		if err != nil {
 			failed++
-			w.scrapeErr[r.pod.UID] = r.err.Error()
+			w.scrapeErr[pod.UID] = err.Error()
 			if firstErr == "" {
-				firstErr = fmt.Sprintf("%s: %v", r.pod.Name, r.err)
+				firstErr = err.Error()
 			}
 			continue
 		}
-		delete(w.scrapeErr, r.pod.UID)
-		h := w.histories[r.pod.UID]
+		delete(w.scrapeErr, pod.UID)
+		h := w.histories[pod.UID]
 		if h == nil {
 			h = &history{window: w.o.Window}
-			w.histories[r.pod.UID] = h
+			w.histories[pod.UID] = h
 		}
 		prev, hadPrev := h.latest()
-		h.add(r.sample)
-		model := r.pod.Labels[inferenceset.LabelCreatedBy]
+		h.add(sample)
+		model := pod.Labels[inferenceset.LabelCreatedBy]
 		// Without the picker's record, the requests a pod served since the last scrape are the
 		// best account of where traffic went.
-		if hadPrev && !w.streaming[r.pod.Namespace+"/"+model] {
-			if d := r.sample.Success - prev.Success; d > 0 {
-				w.decisions = appendBounded(w.decisions, Decision{Time: r.sample.Time, Model: model, Pod: r.pod.Name,
-					Endpoint: r.pod.Status.PodIP, Status: "success", Derived: true, Count: int(d)}, maxDecisions)
+		if hadPrev && !w.streaming[pod.Namespace+"/"+model] {
+			if d := sample.Success - prev.Success; d > 0 {
+				w.decisions = appendBounded(w.decisions, Decision{Time: sample.Time, Model: model, Pod: pod.Name,
+					Endpoint: pod.Status.PodIP, Status: "success", Derived: true, Count: int(d)}, maxDecisions)
 			}
 		}
 	}
@@ -493,13 +468,11 @@ func (w *Watcher) scrapeOnce(ctx context.Context) {
 		}
 	}
 	src := w.sources[SourceMetrics]
-	switch {
-	case failed == len(pods):
-		src.Err = fmt.Sprintf("all %d pods failed, %s", failed, firstErr)
-	case failed > 0:
-		src.Err, src.Updated = "", w.o.Now()
-	default:
-		src.Err, src.Updated = "", w.o.Now()
+	if failed == len(pods) {
+		src.Err = fmt.Sprintf("all %d pods failed: %s", failed, firstErr)
+	} else {
+		// Partial failures show on the pods themselves.
+		src.Err, src.Updated = "", now
 	}
 	w.dirty = true
 }
@@ -658,4 +631,3 @@ func gpuRequest(p *corev1.Pod) int64 {
 	}
 	return n
 }
-
