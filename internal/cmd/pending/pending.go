@@ -13,11 +13,7 @@ import (
 // command is a contract entry not built yet.
 type command struct{ use, short string }
 
-var commands = []command{
-	{"chat", "Send one prompt through the gateway and stream the answer"},
-	{"load", "Generate OpenAI traffic against a model"},
-	{"dashboard", "Watch routing decisions and replicas live"},
-}
+var commands = []command{}
 
 // NewCmds returns one command per pending entry; each exits 2 saying it is not implemented.
 func NewCmds() []*cobra.Command {

@@ -4,10 +4,13 @@ package root
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/inference-sandbox/sandbox/internal/cmd/chat"
+	"github.com/inference-sandbox/sandbox/internal/cmd/dashboard"
 	"github.com/inference-sandbox/sandbox/internal/cmd/down"
 	"github.com/inference-sandbox/sandbox/internal/cmd/endpoint"
 	"github.com/inference-sandbox/sandbox/internal/cmd/key"
 	"github.com/inference-sandbox/sandbox/internal/cmd/kubeconfig"
+	"github.com/inference-sandbox/sandbox/internal/cmd/load"
 	"github.com/inference-sandbox/sandbox/internal/cmd/model"
 	"github.com/inference-sandbox/sandbox/internal/cmd/nodeimage"
 	"github.com/inference-sandbox/sandbox/internal/cmd/pending"
@@ -44,10 +47,13 @@ went and how many replicas each model runs.`,
 		up.NewCmd(f, nil),
 		down.NewCmd(f),
 		status.NewCmd(f),
+		dashboard.NewCmd(f),
 		kubeconfig.NewCmd(f),
 		endpoint.NewCmd(f),
 		key.NewCmd(f),
 		model.NewCmd(f),
+		load.NewCmd(f, nil),
+		chat.NewCmd(f),
 		nodeimage.NewCmd(f),
 		version.NewCmd(f),
 	)
