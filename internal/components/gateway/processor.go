@@ -14,6 +14,7 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/inference-sandbox/sandbox/internal/extproc"
@@ -96,6 +97,9 @@ func (b *bytesBody) next() ([]byte, bool, error) {
 type processorError struct {
 	what string
 	err  error
+	// unsent says the exchange failed before its first message left: the stream could not be
+	// opened or took nothing, so the processor has seen nothing of the request.
+	unsent bool
 }
 
 func (e *processorError) Error() string { return e.what + ": " + e.err.Error() }
@@ -163,7 +167,7 @@ func openExchange(ctx context.Context, what string, client extprocv3.ExternalPro
 	stream, err := client.Process(sctx)
 	if err != nil {
 		x.close()
-		return nil, x.fail(err)
+		return nil, unsent(x.fail(err))
 	}
 	x.stream, x.noBody = stream, endOfStream
 	// Header and trailer modes have no field here: the processor learns them from what arrives.
@@ -187,7 +191,7 @@ func openExchange(ctx context.Context, what string, client extprocv3.ExternalPro
 	}
 	if err := stream.Send(first); err != nil {
 		x.close()
-		return nil, x.fail(err)
+		return nil, unsent(x.fail(err))
 	}
 	if endOfStream {
 		close(x.pumpDone)
@@ -234,6 +238,14 @@ func (x *exchange) fail(err error) error {
 		err = fmt.Errorf("no answer within %s: %w", x.timeout, context.DeadlineExceeded)
 	}
 	return &processorError{what: x.what, err: err}
+}
+
+// unsent marks a processor failure as one that happened before anything was sent.
+func unsent(err error) error {
+	if pe, ok := err.(*processorError); ok {
+		pe.unsent = true
+	}
+	return err
 }
 
 // pump feeds src to the processor as request_body messages. With keep, the body is also kept
@@ -523,31 +535,103 @@ func (e *clientGone) Unwrap() error { return e.err }
 // request's stream over it.
 type conns struct {
 	mu sync.Mutex
-	m  map[string]*grpc.ClientConn
+	m  map[string]*conn
+	// lastSweep is when idle picker connections were last looked for.
+	lastSweep time.Time
 }
 
+type conn struct {
+	cc *grpc.ClientConn
+	// lastUsed is the unix nanosecond of the last get, so that connections to pickers no route
+	// names any more (a headless picker Service whose pod went away) are closed eventually.
+	lastUsed atomic.Int64
+}
+
+// idleConnTimeout is how long a filter connection may go unused before it is closed.
+const idleConnTimeout = 5 * time.Minute
+
 func (c *conns) get(addr string) (*grpc.ClientConn, error) {
+	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cc, ok := c.m[addr]; ok {
-		return cc, nil
+	if e, ok := c.m[addr]; ok {
+		if e.lastUsed.Load() < now.Add(-time.Second).UnixNano() {
+			e.lastUsed.Store(now.UnixNano())
+		}
+		return e.cc, nil
 	}
+	c.sweep(now)
 	cc, err := grpc.NewClient(addr, extproc.DialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("gRPC client for %s: %w", addr, err)
 	}
 	if c.m == nil {
-		c.m = map[string]*grpc.ClientConn{}
+		c.m = map[string]*conn{}
 	}
-	c.m[addr] = cc
+	e := &conn{cc: cc}
+	e.lastUsed.Store(now.UnixNano())
+	c.m[addr] = e
 	return cc, nil
+}
+
+// sweep closes the connections unused for idleConnTimeout, at most once a minute; it runs when
+// a new address is dialled, which is when stale ones appear. Called with mu held.
+func (c *conns) sweep(now time.Time) {
+	if now.Sub(c.lastSweep) < time.Minute {
+		return
+	}
+	c.lastSweep = now
+	for addr, e := range c.m {
+		if now.Sub(time.Unix(0, e.lastUsed.Load())) > idleConnTimeout {
+			_ = e.cc.Close()
+			delete(c.m, addr)
+		}
+	}
+}
+
+// awaitReconnect makes the connection to addr try again now instead of when its backoff ends,
+// and waits up to wait for it to be ready. It reports whether it is.
+//
+// A connection that failed (the processor restarted, or its Service pointed at a pod that had
+// just gone) sits in TRANSIENT_FAILURE for a growing backoff, and gRPC fails every stream at
+// once meanwhile, although the processor may be back long before. gRPC's pick_first also keeps
+// reporting TRANSIENT_FAILURE while it tries again, so there is no "connecting" state to wait
+// out: the wait is bounded instead.
+func (c *conns) awaitReconnect(ctx context.Context, addr string, wait time.Duration) bool {
+	c.mu.Lock()
+	e := c.m[addr]
+	c.mu.Unlock()
+	if e == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		switch st := e.cc.GetState(); st {
+		case connectivity.Ready:
+			return true
+		case connectivity.Shutdown:
+			return false
+		case connectivity.Idle:
+			e.cc.Connect()
+		case connectivity.TransientFailure:
+			e.cc.ResetConnectBackoff()
+		}
+		st := e.cc.GetState()
+		if st == connectivity.Ready {
+			return true
+		}
+		if !e.cc.WaitForStateChange(ctx, st) {
+			return false
+		}
+	}
 }
 
 func (c *conns) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for addr, cc := range c.m {
-		_ = cc.Close()
+	for addr, e := range c.m {
+		_ = e.cc.Close()
 		delete(c.m, addr)
 	}
 }

@@ -29,6 +29,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/inference-sandbox/sandbox/internal/components/gateway/routing"
@@ -72,6 +74,10 @@ type Config struct {
 	// (FULL_DUPLEX_STREAMED both ways) so the picker can count tokens and finish its
 	// bookkeeping; skipping saves a round trip per chunk.
 	SkipPickerResponse bool
+	// ReconnectWait bounds how long a request waits for a new connection to a pool's endpoint
+	// picker when the old one failed before the request reached it (a picker restart), before
+	// the pool's failure mode applies. Requests pay it only while the picker is unreachable.
+	ReconnectWait time.Duration
 	// MaxBodyBytes bounds a request body; a larger one gets 413.
 	MaxBodyBytes int64
 	// DialTimeout bounds connecting to a backend endpoint.
@@ -92,6 +98,9 @@ func (c *Config) defaults() {
 	}
 	if c.PickerTimeout <= 0 {
 		c.PickerTimeout = 10 * time.Second // upstream's EPP gRPC timeout (llm-d-facts §2.2)
+	}
+	if c.ReconnectWait <= 0 {
+		c.ReconnectWait = 250 * time.Millisecond
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
@@ -289,15 +298,7 @@ func (s *Server) servePool(w *responseWriter, r *http.Request, body bodySource, 
 // the body to send. The exchange is returned even on failure so that a fail-open replay can
 // take the body it kept.
 func (s *Server) pick(r *http.Request, body bodySource, noBody bool, pool *routing.Pool, keep bool, fr *forwardRequest) (*exchange, error) {
-	if pool.Picker == "" {
-		return nil, &processorError{what: "epp", err: fmt.Errorf("the endpoint picker of InferencePool %s/%s cannot be resolved", pool.Namespace, pool.Name)}
-	}
-	cc, err := s.conns.get(pool.Picker)
-	if err != nil {
-		return nil, &processorError{what: "epp", err: err}
-	}
-	mode := processingMode{responseHeaders: !s.cfg.SkipPickerResponse}
-	x, err := openExchange(r.Context(), "epp", extprocv3.NewExternalProcessorClient(cc), s.cfg.PickerTimeout, mode, r, bodyOrNil(body, noBody), keep)
+	x, err := s.openPicker(r, body, noBody, pool, keep)
 	if err != nil {
 		return nil, err
 	}
@@ -319,6 +320,45 @@ func (s *Server) pick(r *http.Request, body bodySource, noBody bool, pool *routi
 		return x, err
 	}
 	return x, nil
+}
+
+// openPicker opens the exchange with the pool's endpoint picker. When that fails before
+// anything reached the picker because there was no connection to it (the picker restarted, or
+// its pod was replaced behind the Service), the picker's address is resolved again from the
+// routes in force now and, once a connection is ready within ReconnectWait, the exchange is
+// opened once more. That is safe: the picker saw nothing of the first attempt and the body has
+// not been read yet. Streams that fail later are not retried, since the picker may have acted on
+// them and the body is gone; they meet the pool's failure mode.
+func (s *Server) openPicker(r *http.Request, body bodySource, noBody bool, pool *routing.Pool, keep bool) (*exchange, error) {
+	mode := processingMode{responseHeaders: !s.cfg.SkipPickerResponse}
+	addr := pool.Picker
+	for attempt := 0; ; attempt++ {
+		if addr == "" {
+			return nil, &processorError{what: "epp", err: fmt.Errorf("the endpoint picker of InferencePool %s/%s cannot be resolved", pool.Namespace, pool.Name)}
+		}
+		cc, err := s.conns.get(addr)
+		if err != nil {
+			return nil, &processorError{what: "epp", err: err}
+		}
+		x, err := openExchange(r.Context(), "epp", extprocv3.NewExternalProcessorClient(cc), s.cfg.PickerTimeout, mode, r, bodyOrNil(body, noBody), keep)
+		if err == nil || attempt > 0 || !reconnectable(err) || r.Context().Err() != nil {
+			return x, err
+		}
+		if cur, ok := s.routes.Snapshot().Pool(pool.Namespace, pool.Name); ok && cur.Picker != "" {
+			addr = cur.Picker
+		}
+		if !s.conns.awaitReconnect(r.Context(), addr, s.cfg.ReconnectWait) {
+			return nil, err
+		}
+		s.cfg.Logger.Debug("endpoint picker reconnected; retrying", "pool", pool.Namespace+"/"+pool.Name, "picker", addr, "error", err)
+	}
+}
+
+// reconnectable says a processor failure is a missing connection found before anything was
+// sent, which a new connection can cure.
+func reconnectable(err error) bool {
+	pe, ok := err.(*processorError)
+	return ok && pe.unsent && status.Code(errors.Unwrap(pe)) == codes.Unavailable
 }
 
 // destinations reads the picker's choice from its header mutation, else from the envoy.lb

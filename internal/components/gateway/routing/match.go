@@ -64,6 +64,7 @@ type Decision struct {
 // Snapshot is an immutable, compiled route table.
 type Snapshot struct {
 	matches []*compiledMatch
+	pools   map[types.NamespacedName]*Pool
 	// Problems lists what could not be compiled (a bad regular expression, an unsupported
 	// backend kind); the rest of the table still works.
 	Problems []string
@@ -103,7 +104,10 @@ func (v valueMatch) ok(got string) bool {
 // Build compiles in into a snapshot. Routes that do not name in.Gateway as a parent are left
 // out, as the Gateway API attaches a route only to the parents it lists.
 func Build(in Input) *Snapshot {
-	s := &Snapshot{}
+	s := &Snapshot{pools: make(map[types.NamespacedName]*Pool, len(in.Pools))}
+	for k, p := range in.Pools {
+		s.pools[k] = &p
+	}
 	for i := range in.Routes {
 		r := &in.Routes[i]
 		if !attached(r, in.Gateway) {
@@ -261,8 +265,8 @@ func (s *Snapshot) resolveBackends(route types.NamespacedName, refs []gatewayv1.
 			b.Addresses, b.Missing = addrs, !ok || !hasPort
 		case group == PoolGroup && kind == PoolKind:
 			b.Kind = KindPool
-			if p, ok := in.Pools[key]; ok {
-				b.Pool = &p
+			if p, ok := s.pools[key]; ok {
+				b.Pool = p
 			} else {
 				b.Missing = true
 			}
@@ -323,6 +327,15 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// Pool returns the InferencePool namespace/name as this snapshot knows it.
+func (s *Snapshot) Pool(namespace, name string) (*Pool, bool) {
+	if s == nil {
+		return nil, false
+	}
+	p, ok := s.pools[types.NamespacedName{Namespace: namespace, Name: name}]
+	return p, ok
 }
 
 // Match finds the highest-precedence match for a request and picks one of its backends by
