@@ -55,6 +55,9 @@ type Options struct {
 	// upstream (keda-kaito-scaler's own timings).
 	Scaling string
 	Status  *progress.Status
+	// Prober chooses the profile when Profile is empty and checks the upstream profile's
+	// sources before anything is created.
+	Prober Prober
 }
 
 // Result is what `up` made, for the final summary and for tests.
@@ -78,9 +81,7 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("--name %q: use lowercase letters, digits and '-', at most 40 characters", o.Name)
 	}
 	switch o.Profile {
-	case ProfileOffline:
-	case ProfileUpstream:
-		return errors.New("--profile upstream is not implemented yet; use --profile offline")
+	case "", ProfileOffline, ProfileUpstream: // "": upstream when its registries answer
 	default:
 		return fmt.Errorf("--profile %q: must be offline or upstream", o.Profile)
 	}
@@ -119,6 +120,15 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	}
 	start := time.Now()
 	res := &Result{Kubeconfig: o.Kubeconfig}
+	resolveProfile(ctx, &o)
+	// Before anything is created (not even the egress guard's lock): the upstream profile
+	// fails here, in one line, on a machine that cannot fetch its charts and images.
+	if o.Profile == ProfileUpstream {
+		step := o.Status.Start("Checking that the upstream charts and images can be fetched")
+		if err := step.End(o.Prober.Preflight(ctx)); err != nil {
+			return nil, err
+		}
+	}
 	// Held until the nodes exist, so a concurrent `down` of another sandbox cannot remove the
 	// guard from under this one (see egress.LockPath).
 	guardLock, err := egress.HoldShared()
@@ -155,12 +165,35 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 
-	// KEDA is built from its Go module; its build reports its own stages.
-	kedaImage, err := keda.Ensure(ctx, keda.BuildOptions{Status: s})
-	if err != nil {
-		return nil, fmt.Errorf("KEDA image: %w", err)
+	values := addons.Values{
+		SystemNamespace: addons.DefaultSystemNamespace,
+		StackdImage:     res.StackdImage,
+		GPUsPerNode:     o.GPUsPerNode,
+		ScalerTiming:    o.Scaling,
+		ClusterName:     o.Name,
+		Kubeconfig:      o.Kubeconfig,
+		ChartCache:      addons.DefaultChartCache(),
 	}
-	res.KEDAImage = kedaImage
+	// The images to copy into the nodes: offline, the stackd and KEDA images built here;
+	// upstream, the stackd image (the mocker) and every upstream image, pulled once on the host.
+	load := []string{res.StackdImage}
+	if o.Profile == ProfileUpstream {
+		step := s.Start("Fetching the upstream charts and pulling their images on the host")
+		images, err := pullUpstreamImages(ctx, s, values)
+		if err := step.End(err); err != nil {
+			return nil, err
+		}
+		load = append(load, images...)
+	} else {
+		// KEDA is built from its Go module; its build reports its own stages.
+		kedaImage, err := keda.Ensure(ctx, keda.BuildOptions{Status: s})
+		if err != nil {
+			return nil, fmt.Errorf("KEDA image: %w", err)
+		}
+		res.KEDAImage = kedaImage
+		values.KEDAImage = kedaImage
+		load = append(load, kedaImage)
+	}
 
 	// The node image reports its own stages.
 	res.NodeImage = o.NodeImage
@@ -191,7 +224,7 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	if err := step.End(client.WaitNodesReady(ctx, o.Workers+1, 4*time.Minute)); err != nil {
 		return nil, err
 	}
-	for _, image := range []string{res.StackdImage, res.KEDAImage} {
+	for _, image := range load {
 		step = s.Start("Loading %s into the nodes", image)
 		loaded, err := mgr.LoadImage(ctx, o.Name, image)
 		if err := step.End(err); err != nil {
@@ -204,17 +237,21 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 	if o.Scaling == "" {
 		o.Scaling = ScalingFast
 	}
-	if o.Scaling == ScalingFast {
+	if o.Scaling == ScalingFast && o.Profile == ProfileOffline {
 		s.Infof("scaling preset: fast (short polling and cooldowns so a demo scales within a minute; --scaling upstream for KAITO's timings)")
 	}
 
-	env := &addons.Env{Client: client, Status: s, Values: addons.Values{
-		SystemNamespace: addons.DefaultSystemNamespace,
-		StackdImage:     res.StackdImage,
-		GPUsPerNode:     o.GPUsPerNode,
-		KEDAImage:       res.KEDAImage,
-		ScalerTiming:    o.Scaling,
-	}}
+	values.ScalerTiming = o.Scaling
+	env := &addons.Env{Client: client, Status: s, Values: values}
+	if o.Profile == ProfileUpstream {
+		if err := addons.InstallAll(ctx, env, addons.Upstream()); err != nil {
+			return nil, err
+		}
+		if err := upstreamWorkloads(ctx, s, client, o, res); err != nil {
+			return nil, err
+		}
+		return finish(ctx, mgr, o, res, start), nil
+	}
 	if err := addons.InstallAll(ctx, env, addons.Offline()); err != nil {
 		return nil, err
 	}
@@ -237,9 +274,13 @@ func Up(ctx context.Context, o Options) (*Result, error) {
 			return nil, err
 		}
 	}
+	return finish(ctx, mgr, o, res, start), nil
+}
+
+func finish(ctx context.Context, mgr *cluster.Manager, o Options, res *Result, start time.Time) *Result {
 	if port, err := mgr.GatewayPort(ctx, o.Name); err == nil {
 		res.GatewayURL = fmt.Sprintf("http://127.0.0.1:%d", port)
 	}
 	res.Duration = time.Since(start)
-	return res, nil
+	return res
 }

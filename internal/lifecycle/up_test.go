@@ -14,9 +14,12 @@ func TestValidate(t *testing.T) {
 	if err := (&Options{}).Validate(); err == nil {
 		t.Fatal("empty options accepted")
 	}
-	good := validOptions()
-	if err := good.Validate(); err != nil {
-		t.Fatal(err)
+	for _, p := range []string{ProfileOffline, ProfileUpstream, ""} {
+		good := validOptions()
+		good.Profile = p
+		if err := good.Validate(); err != nil {
+			t.Fatalf("profile %q: %v", p, err)
+		}
 	}
 	for _, tc := range []struct {
 		mutate func(*Options)
@@ -25,7 +28,6 @@ func TestValidate(t *testing.T) {
 		{func(o *Options) { o.Name = "Bad_Name" }, "--name"},
 		{func(o *Options) { o.Name = strings.Repeat("a", 41) }, "--name"},
 		{func(o *Options) { o.Profile = "cloud" }, "--profile"},
-		{func(o *Options) { o.Profile = ProfileUpstream }, "--profile offline"},
 		{func(o *Options) { o.Workers = 0 }, "--workers"},
 		{func(o *Options) { o.Workers = 9 }, "--workers"},
 		{func(o *Options) { o.GPUsPerNode = 0 }, "--gpus-per-node"},

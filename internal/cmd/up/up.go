@@ -32,6 +32,9 @@ The kubeconfig is written to the sandbox's state directory (see: sandbox kubecon
   # a bigger cluster under another name
   sudo sandbox up --name big --workers 3 --gpus-per-node 8
 
+  # the production stack's own components (needs the internet; fails fast, creating nothing, without it)
+  sudo sandbox up --profile upstream
+
   # then
   export KUBECONFIG=$(sandbox kubeconfig)`,
 		Args: cobra.NoArgs,
@@ -51,7 +54,7 @@ The kubeconfig is written to the sandbox's state directory (see: sandbox kubecon
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&opts.Profile, "profile", lifecycle.ProfileOffline, "component profile: offline (this repo's components, no internet) or upstream")
+	fl.StringVar(&opts.Profile, "profile", "", "component profile: offline (this repo's components, no internet) or upstream (Istio, KAITO, llm-d, llm-gateway-auth, KEDA from their registries); default: upstream when its registries answer within 2s, else offline")
 	fl.IntVar(&opts.Workers, "workers", 2, "number of worker (fake GPU) nodes")
 	fl.IntVar(&opts.GPUsPerNode, "gpus-per-node", 4, "fake nvidia.com/gpu capacity of each worker")
 	fl.StringVar(&opts.Models, "models", "default", "models to deploy: default or none")
