@@ -92,7 +92,7 @@ func Start(t testing.TB, o Options, models ...string) *Stack {
 		var specs []datastore.Spec
 		var addrs []string
 		for j := range o.Sims {
-			p := startSim(t, name, fmt.Sprintf("%s-%d-0", name, j), int64(100*i+j+1), o.SimConfig)
+			p := StartSim(t, name, fmt.Sprintf("%s-%d-0", name, j), int64(100*i+j+1), o.SimConfig)
 			m.Pods = append(m.Pods, p)
 			specs = append(specs, datastore.Spec{Name: p.Name, PodName: p.Name, Namespace: Namespace, Address: p.Addr})
 			addrs = append(addrs, p.Addr)
@@ -141,7 +141,8 @@ func route(gw types.NamespacedName, model, pool string) gatewayv1.HTTPRoute {
 	return r
 }
 
-func startSim(t testing.TB, model, pod string, seed int64, adjust func(*sim.Config)) Pod {
+// StartSim runs one simulator on loopback, reporting pod as its POD_NAME, until the test ends.
+func StartSim(t testing.TB, model, pod string, seed int64, adjust func(*sim.Config)) Pod {
 	t.Helper()
 	cfg := sim.DefaultConfig()
 	cfg.Model, cfg.Seed, cfg.MaxNumSeqs, cfg.MaxModelLen = model, seed, 64, 16384
