@@ -3,10 +3,12 @@ package controller
 import (
 	"context"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -36,7 +38,24 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log.SetLogger(logr.Discard())
+	// Every error the controllers log is kept: a pass that fails on an optimistic-concurrency
+	// conflict shows up here (server-side apply must leave none).
+	var logMu sync.Mutex
+	var logged []string
+	log.SetLogger(funcr.New(func(prefix, args string) {
+		if strings.Contains(args, `"error"`) {
+			logMu.Lock()
+			logged = append(logged, prefix+" "+args)
+			logMu.Unlock()
+		}
+	}, funcr.Options{}))
+	t.Cleanup(func() {
+		logMu.Lock()
+		defer logMu.Unlock()
+		for _, l := range logged {
+			t.Errorf("controller logged an error: %s", l)
+		}
+	})
 	cfg := apiservertest.Start(t, defs)
 
 	scheme := runtime.NewScheme()
@@ -172,6 +191,23 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	dep.Status.Replicas, dep.Status.AvailableReplicas, dep.Status.ReadyReplicas = 1, 1, 1
 	must(c.Status().Update(ctx, dep))
 	eventually("Programmed", func() bool { return getGW() && meta.IsStatusConditionTrue(gw.Status.Conditions, "Programmed") })
+	must(c.Get(ctx, types.NamespacedName{Namespace: "models", Name: "models-gw-sandbox"}, dep))
+	for what, mf := range map[string][]metav1.ManagedFieldsEntry{"Deployment": dep.ManagedFields, "Gateway": gw.ManagedFields} {
+		var applied, updated []string
+		for _, e := range mf {
+			if e.Manager != FieldManager {
+				continue
+			}
+			if e.Operation == metav1.ManagedFieldsOperationApply {
+				applied = append(applied, e.Subresource)
+			} else {
+				updated = append(updated, e.Subresource)
+			}
+		}
+		if len(applied) == 0 || len(updated) > 0 {
+			t.Errorf("%s: the controller's writes: applied %q, updated %q; want server-side apply only", what, applied, updated)
+		}
+	}
 
 	// Routes: one to an existing InferencePool, one to a missing Service.
 	pool := &unstructured.Unstructured{Object: map[string]any{

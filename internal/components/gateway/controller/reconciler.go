@@ -13,10 +13,13 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -76,9 +79,8 @@ func (r *Reconciler) reconcileClass(ctx context.Context, req reconcile.Request) 
 	if equality.Semantic.DeepEqual(conds, gc.Status.Conditions) {
 		return reconcile.Result{}, nil
 	}
-	gc.Status.Conditions = conds
-	if err := r.Client.Status().Update(ctx, &gc); err != nil {
-		return reconcile.Result{}, fmt.Errorf("updating GatewayClass %s status: %w", gc.Name, err)
+	if err := r.applyStatus(ctx, &gc, &gatewayv1.GatewayClassStatus{Conditions: conds}, ""); err != nil {
+		return reconcile.Result{}, fmt.Errorf("applying GatewayClass %s status: %w", gc.Name, err)
 	}
 	return reconcile.Result{}, nil
 }
@@ -112,27 +114,77 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	name := types.NamespacedName{Namespace: gw.Namespace, Name: objectName(&gw)}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}
-	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}
-	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name}}
-	for _, o := range []struct {
-		obj    client.Object
-		mutate func()
-	}{
-		{sa, func() { sa.Labels = mergeLabels(sa.Labels, labels(&gw)) }},
-		{rb, func() { setRoleBinding(rb, &gw) }},
-		{dep, func() { setDeployment(dep, &gw, r.Options) }},
-		{svc, func() { setService(svc, &gw, nodePort) }},
-	} {
-		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, o.obj, func() error {
-			o.mutate()
-			return controllerutil.SetControllerReference(&gw, o.obj, r.Client.Scheme())
-		}); err != nil {
-			return ctrl.Result{}, fmt.Errorf("applying %T %s for Gateway %s: %w", o.obj, name, req.NamespacedName, err)
+	om := func() metav1.ObjectMeta { return metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name} }
+	sa := &corev1.ServiceAccount{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"}, ObjectMeta: om()}
+	sa.Labels = labels(&gw)
+	rb := &rbacv1.RoleBinding{TypeMeta: metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"}, ObjectMeta: om()}
+	setRoleBinding(rb, &gw)
+	dep := &appsv1.Deployment{TypeMeta: metav1.TypeMeta{APIVersion: appsv1.SchemeGroupVersion.String(), Kind: "Deployment"}, ObjectMeta: om()}
+	setDeployment(dep, &gw, r.Options)
+	svc := &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: om()}
+	setService(svc, &gw, nodePort)
+	for _, obj := range []client.Object{sa, rb, dep, svc} {
+		if err := r.apply(ctx, &gw, obj); err != nil {
+			return ctrl.Result{}, fmt.Errorf("applying %T %s for Gateway %s: %w", obj, name, req.NamespacedName, err)
 		}
 	}
 	return ctrl.Result{}, r.updateGatewayStatus(ctx, &gw, dep, svc)
+}
+
+// FieldManager names this controller in the managed fields of everything it writes.
+const FieldManager = "sandbox-gateway-controller"
+
+// apply server-side-applies the fields of obj this controller owns, with gw as the controlling
+// owner, and reads the result back into obj. Server-side apply needs no resourceVersion, so a
+// pass working from a cache that lags behind its own last write (or behind the Deployment
+// controller's status updates) no longer fails with an optimistic-concurrency conflict, and
+// fields that other managers set (a Service's allocated node ports, defaults) are left to them.
+func (r *Reconciler) apply(ctx context.Context, gw *gatewayv1.Gateway, obj client.Object) error {
+	if err := controllerutil.SetControllerReference(gw, obj, r.Client.Scheme()); err != nil {
+		return err
+	}
+	u, err := toApply(obj)
+	if err != nil {
+		return err
+	}
+	unstructured.RemoveNestedField(u.Object, "status")
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		return err
+	}
+	return runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, obj)
+}
+
+// applyStatus server-side-applies status as the whole status of obj (a Gateway API object of
+// this controller); obj supplies the kind, name and namespace. A non-empty lockAt is the
+// resourceVersion the object must still have, for the rare write that needs a lock.
+func (r *Reconciler) applyStatus(ctx context.Context, obj client.Object, status any, lockAt string) error {
+	gvk, err := apiutil.GVKForObject(obj, r.Client.Scheme())
+	if err != nil {
+		return err
+	}
+	st, err := runtime.DefaultUnstructuredConverter.ToUnstructured(status)
+	if err != nil {
+		return fmt.Errorf("encoding the status: %w", err)
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{"status": st}}
+	u.SetGroupVersionKind(gvk)
+	u.SetNamespace(obj.GetNamespace())
+	u.SetName(obj.GetName())
+	u.SetResourceVersion(lockAt)
+	return r.Client.Status().Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldManager), client.ForceOwnership)
+}
+
+// toApply turns a typed object built from scratch into an apply configuration: only what was
+// set, without the creation timestamps that encoding a typed object adds as null.
+func toApply(obj client.Object) (*unstructured.Unstructured, error) {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+	if err != nil {
+		return nil, fmt.Errorf("encoding %T: %w", obj, err)
+	}
+	u := &unstructured.Unstructured{Object: m}
+	unstructured.RemoveNestedField(u.Object, "metadata", "creationTimestamp")
+	unstructured.RemoveNestedField(u.Object, "spec", "template", "metadata", "creationTimestamp")
+	return u, nil
 }
 
 // nodePortFor returns the node port gw is published on, or 0. The Gateway named in the options
@@ -232,9 +284,8 @@ func (r *Reconciler) updateGatewayStatus(ctx context.Context, gw *gatewayv1.Gate
 	if equality.Semantic.DeepEqual(st, &gw.Status) {
 		return nil
 	}
-	gw.Status = *st
-	if err := r.Client.Status().Update(ctx, gw); err != nil {
-		return fmt.Errorf("updating Gateway %s/%s status: %w", gw.Namespace, gw.Name, err)
+	if err := r.applyStatus(ctx, gw, st, ""); err != nil {
+		return fmt.Errorf("applying Gateway %s/%s status: %w", gw.Namespace, gw.Name, err)
 	}
 	return nil
 }

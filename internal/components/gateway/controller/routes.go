@@ -91,11 +91,31 @@ func (r *Reconciler) reconcileRoute(ctx context.Context, req reconcile.Request) 
 	if equality.Semantic.DeepEqual(parents, route.Status.Parents) || len(parents) == 0 && len(route.Status.Parents) == 0 {
 		return result, nil
 	}
-	route.Status.Parents = parents
-	if err := r.Client.Status().Update(ctx, &route); err != nil {
-		return reconcile.Result{}, fmt.Errorf("updating HTTPRoute %s status: %w", req.NamespacedName, err)
+	// status.parents is an atomic list shared with other controllers, so applying it replaces
+	// their entries with the ones read above. When there are any, the apply carries the
+	// resourceVersion they were read at, so that an entry written meanwhile is not lost: the
+	// conflict then requeues this pass quietly. Otherwise no lock is needed, and none is taken.
+	var lockAt string
+	if foreign(parents) {
+		lockAt = route.ResourceVersion
+	}
+	if err := r.applyStatus(ctx, &route, &gatewayv1.HTTPRouteStatus{RouteStatus: gatewayv1.RouteStatus{Parents: parents}}, lockAt); err != nil {
+		if apierrors.IsConflict(err) {
+			return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
+		}
+		return reconcile.Result{}, fmt.Errorf("applying HTTPRoute %s status: %w", req.NamespacedName, err)
 	}
 	return result, nil
+}
+
+// foreign reports whether some entry belongs to another controller.
+func foreign(parents []gatewayv1.RouteParentStatus) bool {
+	for _, p := range parents {
+		if p.ControllerName != ControllerName {
+			return true
+		}
+	}
+	return false
 }
 
 // resolveRefs checks every backendRef of the route.
