@@ -1,0 +1,42 @@
+package chat
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/inference-sandbox/sandbox/internal/cmdutil"
+	"github.com/inference-sandbox/sandbox/internal/components/stacktest"
+	"github.com/inference-sandbox/sandbox/internal/iostreams"
+)
+
+func TestChatCommand(t *testing.T) {
+	s := stacktest.Start(t, stacktest.Options{Sims: 2}, "phi-4-mini")
+	ios, _, stdout, stderr := iostreams.Test()
+	f := &cmdutil.Factory{IOStreams: ios, Name: "test", Kubeconfig: filepath.Join(t.TempDir(), "none")}
+	base := []string{"--url", s.URL, "--api-key", stacktest.Key, "--model", "phi-4-mini", "--max-tokens", "8"}
+
+	cmd := NewCmd(f)
+	cmd.SetArgs(append(base, "Hello there"))
+	if err := cmd.Execute(); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if strings.TrimSpace(stdout.String()) == "" || !strings.Contains(stderr.String(), "pod phi-4-mini-") {
+		t.Errorf("stdout %q, stderr %q", stdout, stderr)
+	}
+
+	stdout.Reset()
+	cmd = NewCmd(f)
+	cmd.SetArgs(append(base, "-o", "json", "Hello there"))
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("%v: %s", err, stdout)
+	}
+	if r.Answer == "" || !strings.HasPrefix(r.Pod, "phi-4-mini-") || r.PodSource != "response-header" || r.RequestID == "" {
+		t.Errorf("json: %+v", r)
+	}
+}
