@@ -56,13 +56,9 @@ func (s *schemas) add(t *testing.T, source string, objs []*unstructured.Unstruct
 	}
 }
 
-// IstioModuleVersion is the istio.io/istio module whose chart files give the Istio CRD
-// schemas and the base/istiod charts the tests render (the proxy serves no tagged release).
-const IstioModuleVersion = "v0.0.0-20260827124520-eed52ebb66ad"
-
 func istioModuleDir(t *testing.T) string {
 	t.Helper()
-	dir, err := crds.ModuleDir(context.Background(), "istio.io/istio", IstioModuleVersion)
+	dir, err := crds.ModuleDir(context.Background(), "istio.io/istio", versions.IstioModule)
 	if err != nil {
 		t.Skipf("istio.io/istio not in the module cache and not downloadable: %v", err)
 	}
@@ -254,4 +250,3 @@ spec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTT
 	}
 }
 
-var _ = versions.Istio

@@ -44,6 +44,11 @@ const (
 	EPPImage = "mcr.microsoft.com/oss/v2/llm-d/llm-d-inference-scheduler:v0.7.1"
 	SimImage = "ghcr.io/llm-d/llm-d-inference-sim:v0.10.2"
 
+	// IstioModule is the istio.io/istio Go module the tests read Istio's CRDs and base/istiod
+	// chart templates from (the proxy serves only pseudo-versions of Istio's main branch; this
+	// one is from 2026-08-27, after 1.29.2).
+	IstioModule = "v0.0.0-20260827124520-eed52ebb66ad"
+
 	// The shared model-not-found backend of upstream's REF snapshot (nginx answering 404 JSON).
 	NotFoundImage = "docker.io/library/nginx:1.29-alpine"
 )
@@ -65,6 +70,7 @@ var Upstream = []UpstreamPin{
 	{"istiod", "chart", Istio, IstioChartRepo, "2026-08-20"},
 	{"istio-pilot", "image", Istio, IstioHub + "/pilot:" + Istio, "2026-08-20"},
 	{"istio-proxyv2", "image", Istio, IstioHub + "/proxyv2:" + Istio, "2026-08-20"},
+	{"istio-module (test schemas)", "manifest", IstioModule, "istio.io/istio (Go module proxy)", "2026-11-25"},
 	{"gateway-api-crds", "manifest", "v1.6.3", "sigs.k8s.io/gateway-api (Go module proxy; upstream e2e: v1.2.0)", "2026-11-25"},
 	{"inference-extension-crds", "manifest", InferenceExtension, InferenceExtensionCRDs, "2026-08-20"},
 	{"body-based-routing", "chart", InferenceExtension, BBRChart, "2026-08-20"},
