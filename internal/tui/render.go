@@ -85,7 +85,7 @@ func (m Model) statusLine(w int) string {
 	}
 	s := fmt.Sprintf("nodes %d/%d  GPUs %d/%d  models %d  pods %d", ready, len(m.snap.Nodes), used, gpus,
 		len(m.snap.Models), len(m.snap.Pods))
-	var stale []string
+	var stale, whys []string
 	for _, src := range m.snap.Sources {
 		maxAge := time.Duration(informerStale)
 		if src.Name == observe.SourceMetrics {
@@ -101,13 +101,17 @@ func (m Model) statusLine(w int) string {
 		case !src.Updated.IsZero():
 			why = age(m.snap.Time, src.Updated) + " old"
 		}
-		stale = append(stale, src.Name+": "+why)
+		// Pod metrics first: they feed most columns.
+		if src.Name == observe.SourceMetrics {
+			stale, whys = append([]string{src.Name}, stale...), append([]string{why}, whys...)
+		} else {
+			stale, whys = append(stale, src.Name), append(whys, why)
+		}
 	}
-	sort.Strings(stale)
 	if len(stale) == 0 {
 		return clip(s+"  · all sources live", w)
 	}
-	return clip(s+"  "+m.st.stale.Render("STALE "+strings.Join(stale, "; ")), w)
+	return clip(s+"  "+m.st.stale.Render("STALE "+strings.Join(stale, ", ")+" ("+strings.Join(whys, "; ")+")"), w)
 }
 
 func (m Model) tableLines(w int) ([]string, string) {
@@ -147,9 +151,12 @@ func (m Model) contextLine(r rowSet) string {
 	switch m.view {
 	case ViewModels:
 		if mv, ok := m.selectedModel(); ok && c < len(r.cells) {
-			s = fmt.Sprintf("%s scales on %s", mv.Name, mv.MetricName)
+			s = dash(mv.Endpoint) + " · " + mv.MetricName
 			if mv.HasMetric {
-				s += fmt.Sprintf(" = %s per replica (threshold %s)", num(mv.MetricValue), num(mv.Threshold))
+				s += fmt.Sprintf(" %s/replica", num(mv.MetricValue))
+			}
+			if mv.Threshold > 0 {
+				s += fmt.Sprintf(", threshold %s", num(mv.Threshold))
 			}
 			if mv.Reason != "" {
 				s += " · " + mv.Reason
@@ -168,6 +175,9 @@ func (m Model) contextLine(r rowSet) string {
 		}
 	case ViewRouting:
 		s = m.decisionSources()
+		if c < len(r.key) {
+			s += m.decisionScores(r.key[c])
+		}
 	case ViewScaling:
 		s = fmt.Sprintf("%d replica changes and unplaceable pods", len(m.snap.Scaling))
 	}
@@ -188,7 +198,7 @@ func (m Model) footerLine(w int) string {
 			state = "l: stop"
 		}
 		s := fmt.Sprintf("load %s %s sent %d done %d err %d %.1f/s ttft %s (%s)", m.load.model,
-			age(time.Time{}.Add(u.Elapsed), time.Time{}), u.Sent, u.Done, u.Errors, u.RPS, dur(u.TTFTp50), state)
+			elapsed(u.Elapsed), u.Sent, u.Done, u.Errors, u.RPS, dur(u.TTFTp50), state)
 		if u.Err != nil {
 			s += " " + u.Err.Error()
 		}
@@ -231,7 +241,11 @@ func (m Model) detailLines(w int) []string {
 		lines = append(lines, "  not placed: "+p.PendingReason)
 	}
 	pm := p.Metrics
-	lines = append(lines, "", m.st.header.Render("Metrics")+" ("+age(m.snap.Time, pm.Updated)+" ago)")
+	scraped := "never scraped"
+	if !pm.Updated.IsZero() {
+		scraped = age(m.snap.Time, pm.Updated) + " ago"
+	}
+	lines = append(lines, "", m.st.header.Render("Metrics")+" ("+scraped+")")
 	if pm.Err != "" {
 		lines = append(lines, "  "+m.st.stale.Render("last scrape failed: "+pm.Err))
 	}
@@ -288,3 +302,38 @@ func helpLines() []string {
 }
 
 func widthOf(s string) int { return ansi.StringWidth(s) }
+
+func elapsed(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	}
+	return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+}
+
+// decisionScores spells out the chosen pod's per-scorer scores of the decision with key k.
+func (m Model) decisionScores(k string) string {
+	for _, d := range m.snap.Decisions {
+		if decisionKey(d) != k || d.Derived || len(d.Candidates) == 0 {
+			continue
+		}
+		c := d.Candidates[0]
+		for _, cand := range d.Candidates {
+			if cand.Pod == d.Pod {
+				c = cand
+			}
+		}
+		names := make([]string, 0, len(c.Scores))
+		for n := range c.Scores {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		parts := make([]string, 0, len(names))
+		for _, n := range names {
+			parts = append(parts, fmt.Sprintf("%s %.2f", strings.TrimSuffix(n, "-scorer"), c.Scores[n]))
+		}
+		return fmt.Sprintf(" · %s %.2f = %s", shortPod(c.Pod, d.Model), c.Total, strings.Join(parts, ", "))
+	}
+	return ""
+}
+
+func decisionKey(d observe.Decision) string { return fmt.Sprintf("%s/%d/%s", d.Model, d.Seq, d.Time) }

@@ -88,16 +88,16 @@ func (m Model) modelRows() rowSet {
 
 func (m Model) podRows() rowSet {
 	r := rowSet{cols: []column{
-		{title: "POD", width: 20, flex: true},
+		{title: "POD", width: 18, flex: true},
 		{title: "NODE", width: 13, drop: 3},
-		{title: "STATUS", width: 9},
+		{title: "STATUS", width: 8},
 		{title: "RUN", width: 4, right: true},
 		{title: "WAIT", width: 4, right: true},
 		{title: "KV%", width: 4, right: true},
-		{title: "PFX%", width: 4, right: true, drop: 2},
-		{title: "RPS", width: 5, right: true},
-		{title: "SERVED", width: 6, right: true, drop: 4},
-		{title: "RST", width: 3, right: true, drop: 1},
+		{title: "PFX%", width: 4, right: true, drop: 4},
+		{title: "RPS", width: 5, right: true, drop: 2},
+		{title: "SERVED", width: 6, right: true, drop: 6},
+		{title: "RST", width: 3, right: true, drop: 5},
 	}}
 	for _, p := range m.snap.Pods {
 		status := p.Phase
@@ -139,11 +139,11 @@ func (m Model) routingRows() rowSet {
 	r := rowSet{cols: []column{
 		{title: "TIME", width: 8},
 		{title: "MODEL", width: 12, drop: 3},
-		{title: "POD", width: 20},
-		{title: "STATUS", width: 7},
+		{title: "POD", width: 18},
+		{title: "STATUS", width: 6},
 		{title: "LAT", width: 6, right: true, drop: 2},
 		{title: "PREFIX", width: 6, right: true, drop: 1},
-		{title: "SCORES (TOTAL)", width: 14, flex: true},
+		{title: "SCORES (TOTAL)", width: 12, flex: true},
 	}}
 	// Newest first: the stream is what is happening now.
 	for i := len(m.snap.Decisions) - 1; i >= 0; i-- {
@@ -155,20 +155,23 @@ func (m Model) routingRows() rowSet {
 		} else {
 			var parts []string
 			for _, c := range d.Candidates {
-				parts = append(parts, fmt.Sprintf("%s %.2f", shortPod(c.Pod, d.Model), c.Total))
+				parts = append(parts, fmt.Sprintf("%s:%.1f", shortPod(c.Pod, d.Model), c.Total))
 			}
 			scores = strings.Join(parts, " ")
 			if d.HasPrefix {
 				prefix = fmt.Sprintf("%d/%d", d.PrefixMatched, d.PrefixTotal)
 			}
-			if d.HTTPStatus != 0 && d.Status != "success" {
-				status = fmt.Sprint(d.HTTPStatus)
+			if d.Status != "success" {
+				if d.HTTPStatus != 0 {
+					status = fmt.Sprint(d.HTTPStatus)
+				}
+				scores = strings.TrimSuffix(d.Status+": "+d.Error, ": ")
 			}
 		}
 		if status == "success" {
 			status = "ok"
 		}
-		r.add(fmt.Sprintf("%d/%s", d.Seq, d.Time), "", d.Model, !d.Derived && d.Status != "success",
+		r.add(decisionKey(d), "", d.Model, !d.Derived && d.Status != "success",
 			m.clock(d.Time), d.Model, dash(d.Pod), status, lat, prefix, scores)
 	}
 	return r
