@@ -16,7 +16,9 @@ import (
 )
 
 // prefixHits sums the simulators' prefix-cache counters.
-func prefixHits(t *testing.T, m *stacktest.Model) (hits, queries float64) {
+func prefixHits(t *testing.T, m *stacktest.Model) (hits, queries float64) { return prefixHitsB(t, m) }
+
+func prefixHitsB(t testing.TB, m *stacktest.Model) (hits, queries float64) {
 	t.Helper()
 	s := &podmetrics.Scraper{Fetch: m.Fetch()}
 	for _, r := range s.Scrape(t.Context(), m.Targets()) {
