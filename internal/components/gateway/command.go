@@ -27,12 +27,13 @@ type Options struct {
 	BindAddress string
 	Port        int
 	HealthPort  int
+	Drain       Drain
 	Config      Config
 }
 
 // NewCommand returns `stackd gateway` (the data plane) with `stackd gateway controller`.
 func NewCommand() *cobra.Command {
-	o := Options{Port: 8080, HealthPort: 8081, Config: Config{
+	o := Options{Port: 8080, HealthPort: 8081, Drain: Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second}, Config: Config{
 		AuthzTimeout: 5 * time.Second, BBRTimeout: 5 * time.Second, PickerTimeout: 10 * time.Second,
 		MaxBodyBytes: DefaultMaxBodyBytes, DialTimeout: 5 * time.Second, BackendTimeout: 10 * time.Minute,
 	}}
@@ -70,6 +71,9 @@ The controller subcommand gives every Gateway of the class its own data plane.`,
 	f.Int64Var(&c.MaxBodyBytes, "max-request-body-bytes", c.MaxBodyBytes, "largest request body; larger ones get 413")
 	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "timeout of connecting to a model endpoint")
 	f.DurationVar(&c.BackendTimeout, "backend-timeout", c.BackendTimeout, "how long a model endpoint may take to start answering")
+	f.DurationVar(&o.Drain.Delay, "drain-delay", o.Drain.Delay,
+		"after SIGTERM, how long to keep serving with readiness failing and Connection: close, so clients move off before connections are closed")
+	f.DurationVar(&o.Drain.Timeout, "drain-timeout", o.Drain.Timeout, "after the drain delay, how long in-flight requests may take to finish")
 	_ = cmd.MarkFlagRequired("gateway")
 	cmd.AddCommand(controller.NewCommand())
 	return cmd
@@ -111,22 +115,35 @@ func Run(ctx context.Context, o Options) error {
 		ln.Close()
 		return err
 	}
-	g, gctx := errgroup.WithContext(ctx)
+	// The signal (ctx) starts the drain; the route table and the probes keep running until the
+	// data plane has let go of its clients.
+	runCtx, stopAll := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAll()
+	state := &drainer{}
+	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return table.Run(gctx) })
-	g.Go(func() error { return Serve(gctx, srv, ln) })
-	g.Go(func() error { return extproc.ServeHTTP(gctx, healthHandler(table.Synced), hl) })
+	g.Go(func() error {
+		defer stopAll()
+		return serveDraining(gctx, ctx, srv, ln, o.Drain, state)
+	})
+	g.Go(func() error { return extproc.ServeHTTP(gctx, healthHandler(table.Synced, state.draining.Load), hl) })
 	log.Info("gateway data plane started", "gateway", o.Gateway, "port", o.Port)
 	return g.Wait()
 }
 
 // healthHandler answers probes: alive always, ready once the route caches have synced, so that
-// a new pod is not sent traffic it would answer from an empty table with 404s.
-func healthHandler(synced func() bool) http.Handler {
+// a new pod is not sent traffic it would answer from an empty table with 404s, and not ready
+// again while it drains.
+func healthHandler(synced, draining func() bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !synced() {
 			http.Error(w, "route caches not synced", http.StatusServiceUnavailable)
+			return
+		}
+		if draining() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
 		w.WriteHeader(http.StatusOK)

@@ -144,6 +144,9 @@ func setDeployment(d *appsv1.Deployment, gw *gatewayv1.Gateway, o Options) {
 		},
 	}
 	t.Spec.Containers = []corev1.Container{c}
+	// The data plane drains for --drain-delay (5 s) and gives in-flight answers --drain-timeout
+	// (25 s) after SIGTERM; the kubelet must not kill it before.
+	t.Spec.TerminationGracePeriodSeconds = ptr.To[int64](40)
 }
 
 // setService fills the data plane's Service: one port per HTTP listener, NodePort when the
