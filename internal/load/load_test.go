@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/inference-sandbox/sandbox/internal/components/sim"
 	"github.com/inference-sandbox/sandbox/internal/components/stacktest"
 	"github.com/inference-sandbox/sandbox/internal/load"
 )
@@ -95,6 +93,7 @@ func TestReportMatchesSimulatorCounters(t *testing.T) {
 	if err := rep.WriteTable(&buf); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("table:\n%s", buf.String())
 	for _, want := range []string{"TTFT", "ITL", "E2E", "200×60", "phi-4-mini-0-0"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, buf.String())
@@ -122,6 +121,3 @@ func TestRefusesNonLoopback(t *testing.T) {
 		t.Errorf("unbounded run: %v", err)
 	}
 }
-
-var _ = sim.DefaultConfig
-var _ = time.Second

@@ -214,6 +214,8 @@ func fmtMs(v float64) string {
 		return fmt.Sprintf("%.1fs", v/1000)
 	case v >= 100:
 		return fmt.Sprintf("%.0fms", v)
+	case v < 1:
+		return fmt.Sprintf("%.0fµs", v*1000)
 	}
 	return fmt.Sprintf("%.1fms", v)
 }
