@@ -6,8 +6,9 @@
 //
 //	go test -tags e2e ./test/e2e -args --labels tier=pr
 //
-// Environment: E2E_NAME (sandbox name, default sandbox-e2e), SANDBOX_STACKD and SANDBOX_BIN
-// (binaries, default ../../bin/...), E2E_KEEP=1 keeps the sandbox afterwards.
+// Environment: E2E_NAME (sandbox name, default sandbox-e2e), E2E_PROFILE (offline, the
+// default, or upstream), SANDBOX_STACKD and SANDBOX_BIN (binaries, default ../../bin/...),
+// E2E_KEEP=1 keeps the sandbox afterwards.
 package e2e
 
 import (
@@ -44,7 +45,7 @@ type suite struct {
 
 func (s suite) upOptions() lifecycle.Options {
 	return lifecycle.Options{
-		Name: s.Name, Profile: lifecycle.ProfileOffline, Workers: s.Workers, GPUsPerNode: s.GPUsPerNode,
+		Name: s.Name, Profile: envOr("E2E_PROFILE", lifecycle.ProfileOffline), Workers: s.Workers, GPUsPerNode: s.GPUsPerNode,
 		Models: "default", Kubeconfig: s.Kubeconfig, Stackd: s.Stackd, Status: progress.New(os.Stderr),
 	}
 }
