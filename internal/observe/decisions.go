@@ -61,7 +61,7 @@ func ParseDecision(line []byte, model string) (Decision, error) {
 		if name == "" {
 			name = c.Endpoint
 		}
-		d.Candidates = append(d.Candidates, Candidate{Pod: name, Total: c.Total, Scores: c.Scores,
+		d.Candidates = append(d.Candidates, Candidate{Pod: name, Endpoint: c.Endpoint, Total: c.Total, Scores: c.Scores,
 			Waiting: c.Waiting, Running: c.Running, KV: c.KV})
 	}
 	sort.SliceStable(d.Candidates, func(i, j int) bool { return d.Candidates[i].Total > d.Candidates[j].Total })

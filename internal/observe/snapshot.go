@@ -137,12 +137,13 @@ type Decision struct {
 
 // Candidate is one scored pod of a decision.
 type Candidate struct {
-	Pod     string
-	Total   float64
-	Scores  map[string]float64
-	Waiting int
-	Running int
-	KV      float64
+	Pod      string
+	Endpoint string
+	Total    float64
+	Scores   map[string]float64
+	Waiting  int
+	Running  int
+	KV       float64
 }
 
 // ScalingEvent is one line of the scaling timeline: a replica change with the metric that

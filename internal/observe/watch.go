@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
@@ -533,7 +534,7 @@ func (w *Watcher) Snapshot() Snapshot {
 		Endpoints: w.o.Endpoints, Events: w.events, Histories: w.histories, ScrapeErr: w.scrapeErr,
 		Streaming: w.streaming, Decisions: w.decisions}
 	snap := Build(in)
-	snap.Decisions = append([]Decision(nil), w.decisions...)
+	snap.Decisions = podNames(w.decisions, pods)
 	snap.Scaling = append([]ScalingEvent(nil), w.scaling...)
 	for _, s := range w.sources {
 		snap.Sources = append(snap.Sources, *s)
@@ -630,4 +631,42 @@ func gpuRequest(p *corev1.Pod) int64 {
 		}
 	}
 	return n
+}
+
+// podNames copies decisions with the picker's endpoint names (upstream's "<pod>-rank-<n>")
+// replaced by the names of the pods that hold those addresses, so every view names pods the
+// same way. Addresses no current pod holds keep the picker's name.
+func podNames(ds []Decision, pods []*corev1.Pod) []Decision {
+	byIP := make(map[string]string, len(pods))
+	for _, p := range pods {
+		if p.Status.PodIP != "" {
+			byIP[p.Status.PodIP] = p.Name
+		}
+	}
+	name := func(endpoint, fallback string) string {
+		host := endpoint
+		if h, _, err := net.SplitHostPort(endpoint); err == nil {
+			host = h
+		}
+		if n, ok := byIP[host]; ok {
+			return n
+		}
+		return fallback
+	}
+	out := make([]Decision, len(ds))
+	for i, d := range ds {
+		if d.Endpoint != "" && !d.Derived {
+			d.Pod = name(d.Endpoint, d.Pod)
+			if len(d.Candidates) > 0 {
+				cands := make([]Candidate, len(d.Candidates))
+				for j, c := range d.Candidates {
+					c.Pod = name(c.Endpoint, c.Pod)
+					cands[j] = c
+				}
+				d.Candidates = cands
+			}
+		}
+		out[i] = d
+	}
+	return out
 }

@@ -204,9 +204,7 @@ func (m Model) scalingRows() rowSet {
 			if e.HasValue {
 				metric = num(e.Value) + "/" + num(e.Threshold)
 			}
-			if detail == "" {
-				detail = e.Metric
-			}
+			detail = strings.TrimSuffix(e.Metric+" · "+e.Message, " · ")
 		}
 		r.add(fmt.Sprintf("%s/%s/%s", e.Time, e.Model, e.Pod), "", e.Model, e.Kind == observe.KindUnschedulable,
 			m.clock(e.Time), e.Model, change, metric, detail)
