@@ -93,7 +93,7 @@ func (w *world) addModel(t testing.TB, name string, replicas int) {
 		"spec": map[string]any{"replicas": int64(replicas),
 			"labelSelector": map[string]any{"matchLabels": map[string]any{inferenceset.LabelCreatedBy: name}},
 			"template": map[string]any{"inference": map[string]any{
-			"preset": map[string]any{"name": name}}}},
+				"preset": map[string]any{"name": name}}}},
 	}}
 	_, err := w.dyn.Resource(inferenceSetGVR).Namespace(stacktest.Namespace).Create(w.ctx, is, metav1.CreateOptions{})
 	must(t, err)
