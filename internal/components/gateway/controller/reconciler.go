@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -124,7 +125,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	svc := &corev1.Service{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}, ObjectMeta: om()}
 	setService(svc, &gw, nodePort)
 	for _, obj := range []client.Object{sa, rb, dep, svc} {
-		if err := r.apply(ctx, &gw, obj); err != nil {
+		err := r.apply(ctx, &gw, obj)
+		if obj == svc && nodePort > 0 && apierrors.IsInvalid(err) && strings.Contains(err.Error(), "already allocated") {
+			// The node port moves to this Gateway from another that has not released it yet
+			// (the preferred Gateway was created after the oldest one took the port); its pass
+			// frees it shortly. Not an error worth logging.
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
+		if err != nil {
 			return ctrl.Result{}, fmt.Errorf("applying %T %s for Gateway %s: %w", obj, name, req.NamespacedName, err)
 		}
 	}
