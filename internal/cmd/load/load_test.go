@@ -80,3 +80,24 @@ func TestCommandAgainstStack(t *testing.T) {
 		t.Errorf("non-loopback --url: %v", err)
 	}
 }
+
+func TestProgressLine(t *testing.T) {
+	var tty strings.Builder
+	p := newProgressLine(&tty, true)
+	p.update(load.Progress{Elapsed: time.Second, Warmup: true, Sent: 5, Done: 3, InFlight: 2, RPS: 3})
+	p.update(load.Progress{Elapsed: 2 * time.Second, Sent: 9, Done: 8, InFlight: 1, RPS: 4, TTFTp50: 12 * time.Millisecond})
+	p.finish()
+	if got := tty.String(); strings.Count(got, "\r\x1b[K") != 3 || !strings.Contains(got, "warming up") ||
+		!strings.Contains(got, "measuring   2.0s  sent 9  done 8  in flight 1") || strings.Contains(got, "\n") {
+		t.Errorf("terminal progress: %q", got)
+	}
+	var plain strings.Builder
+	p = newProgressLine(&plain, false)
+	for i := range 10 {
+		p.update(load.Progress{Elapsed: time.Duration(i) * 250 * time.Millisecond})
+	}
+	p.finish()
+	if got := plain.String(); strings.Count(got, "\n") != 1 || strings.Contains(got, "\r") {
+		t.Errorf("plain progress should be one line per 5 s: %q", got)
+	}
+}
