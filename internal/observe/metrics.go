@@ -131,21 +131,18 @@ func (h *history) latest() (Sample, bool) {
 }
 
 // delta returns the newest sample and the oldest one within maxAge of it (the baseline).
-// A counter going backwards means the pod restarted: the newest sample is its own baseline.
 func (h *history) delta(maxAge time.Duration) (last, base Sample, ok bool) {
 	if len(h.samples) < 2 {
 		return Sample{}, Sample{}, false
 	}
 	last = h.samples[len(h.samples)-1]
-	base = h.samples[len(h.samples)-2]
+	base = last
 	for i := len(h.samples) - 2; i >= 0; i-- {
-		if last.Time.Sub(h.samples[i].Time) > maxAge {
+		// A counter going backwards means the pod restarted: nothing before that point counts.
+		if last.Time.Sub(h.samples[i].Time) > maxAge || h.samples[i].Success > h.samples[i+1].Success {
 			break
 		}
 		base = h.samples[i]
-	}
-	if last.Success < base.Success {
-		return last, last, true
 	}
 	return last, base, true
 }
