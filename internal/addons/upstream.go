@@ -92,6 +92,8 @@ var (
 					"gatewayAPIInferenceExtension": false,
 				},
 				// Neither schedules on kind (facts §1.7).
+				// Preloaded into the nodes; with the egress guard on, a node cannot pull.
+				"image":              map[string]any{"pullPolicy": "IfNotPresent"},
 				"localCSIDriver":     map[string]any{"useLocalCSIDriver": false},
 				"nvidiaDevicePlugin": map[string]any{"enabled": false},
 			}

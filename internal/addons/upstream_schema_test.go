@@ -249,4 +249,3 @@ spec: {gatewayClassName: istio, listeners: [{name: http, port: 80, protocol: HTT
 		t.Errorf("a valid Gateway rejected: %v", p)
 	}
 }
-

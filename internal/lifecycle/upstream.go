@@ -30,19 +30,27 @@ const (
 )
 
 // UpstreamTargets are what the upstream profile fetches: every chart repository (which must
-// list the pinned version), every registry of an OCI chart or pinned image, and the Inference
-// Extension's release manifest.
+// list the pinned version), every registry of an OCI chart or pinned image (the quick profile
+// probe uses only these), every OCI chart and pinned image by tag, and the Inference
+// Extension's release manifest. The images the charts themselves name are only known once the
+// charts are downloaded; `up` pulls those before creating the cluster too.
 func UpstreamTargets() []preflight.Target {
-	var targets []preflight.Target
+	var targets, tagged []preflight.Target
 	var refs []string
 	for _, c := range addons.UpstreamCharts() {
 		if c.Repo == "" {
 			refs = append(refs, c.Chart)
+			tagged = append(tagged, preflight.Target{Kind: preflight.Image, URL: c.Chart, Version: c.Version})
 			continue
 		}
 		targets = append(targets, preflight.Target{Kind: preflight.ChartRepo, URL: c.Repo, Chart: c.Chart, Version: c.Version})
 	}
-	targets = append(targets, preflight.RegistryTargets(append(refs, versions.UpstreamImages()...))...)
+	for _, img := range versions.UpstreamImages() {
+		refs = append(refs, img)
+		tagged = append(tagged, preflight.Target{Kind: preflight.Image, URL: img})
+	}
+	targets = append(targets, preflight.RegistryTargets(refs)...)
+	targets = append(targets, tagged...)
 	return append(targets, preflight.Target{Kind: preflight.File, URL: versions.InferenceExtensionCRDs})
 }
 

@@ -55,6 +55,8 @@ func TestUpstreamTargetsCoverEverySource(t *testing.T) {
 		"chart base 1.29.2", "chart istiod 1.29.2", "chart workspace", "chart keda 2.19.0", "chart keda-kaito-scaler",
 		"registry registry-1.docker.io", "registry ghcr.io", "registry mcr.microsoft.com", "registry registry.k8s.io",
 		"gateway-api-inference-extension/releases/download/v1.5.0/manifests.yaml",
+		"image ghcr.io/llm-d/llm-d-inference-sim:v0.10.2", "image mcr.microsoft.com/oss/v2/llm-d/llm-d-inference-scheduler:v0.7.1",
+		"image mcr.microsoft.com/aks/kaito/helm/llm-gateway-apikey:0.1.0", "image docker.io/istio/proxyv2:1.29.2",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no target %q in:\n%s", want, all)

@@ -43,6 +43,11 @@ func (t Target) String() string {
 		return fmt.Sprintf("chart %s %s from %s", t.Chart, t.Version, t.URL)
 	case Registry:
 		return "registry " + hostOf(t.URL)
+	case Image:
+		if t.Version != "" {
+			return "image " + strings.TrimPrefix(t.URL, "oci://") + ":" + t.Version
+		}
+		return "image " + t.URL
 	default:
 		return t.URL
 	}
@@ -114,6 +119,8 @@ func probe(ctx context.Context, client *http.Client, t Target) error {
 			return fmt.Errorf("registry answered %s", resp.Status)
 		}
 		return nil
+	case Image:
+		return probeImage(ctx, client, t)
 	case File:
 		resp, err := do(ctx, client, t.URL)
 		if err != nil {
