@@ -159,6 +159,9 @@ type ScalingEvent struct {
 	Threshold float64
 	Pod       string
 	Message   string
+
+	// confirmed: the HPA's status has reported the reading behind this change.
+	confirmed bool
 }
 
 // Scaling event kinds.

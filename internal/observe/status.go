@@ -10,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/inference-sandbox/sandbox/internal/components/inferenceset"
 	"github.com/inference-sandbox/sandbox/internal/kube"
 	"github.com/inference-sandbox/sandbox/internal/mocker"
 )
@@ -23,6 +24,25 @@ type Status struct {
 	Components  []Component `json:"components"`
 	Models      []Model     `json:"models"`
 	EgressGuard Check       `json:"egressGuard"`
+
+	// unplaced maps namespace/model to why its pods wait for a node (no free fake GPU).
+	unplaced map[string]string
+}
+
+// ModelReason is why a model is not ready: the InferenceSet's own message, completed with
+// the scheduler's reason when replicas cannot be placed, which the condition does not say.
+func (st *Status) ModelReason(namespace, name, message string) string {
+	why := st.unplaced[namespace+"/"+name]
+	switch {
+	case why == "":
+		return message
+	case message == "":
+		return why
+	case strings.Contains(message, why):
+		return message
+	default:
+		return message + "; " + why
+	}
 }
 
 // Node is one Kubernetes node and its fake GPUs.
@@ -65,7 +85,7 @@ type ComponentRef struct{ Name, Namespace, Deployment string }
 
 // Collect reads nodes and components from the cluster.
 func Collect(ctx context.Context, c *kube.Client, components []ComponentRef) (*Status, error) {
-	st := &Status{Ready: true}
+	st := &Status{Ready: true, unplaced: map[string]string{}}
 	nodes, err := c.Clientset.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
@@ -75,7 +95,15 @@ func Collect(ctx context.Context, c *kube.Client, components []ComponentRef) (*S
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
 	used := map[string]int64{}
+	pending := map[string]int{}
 	for _, p := range pods.Items {
+		if model := p.Labels[inferenceset.LabelCreatedBy]; model != "" {
+			if why, ok := unschedulableReason(&p); ok {
+				key := p.Namespace + "/" + model
+				pending[key]++
+				st.unplaced[key] = fmt.Sprintf("%d pod(s) Pending: %s", pending[key], why)
+			}
+		}
 		if p.Spec.NodeName == "" {
 			continue
 		}

@@ -181,7 +181,11 @@ func (w *Watcher) Run(ctx context.Context, sink func(Snapshot)) error {
 		}
 	}
 	_, _ = w.nodeInf.AddEventHandler(touch(SourceNodes))
-	_, _ = w.hpaInf.AddEventHandler(touch(SourceHPAs))
+	_, _ = w.hpaInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { w.setSource(SourceHPAs, nil) },
+		UpdateFunc: func(_, o any) { w.onHPA(o) },
+		DeleteFunc: func(any) { w.setSource(SourceHPAs, nil) },
+	})
 	_, _ = w.isInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { w.setSource(SourceInferenceSets, nil) },
 		UpdateFunc: w.onInferenceSetUpdate,
@@ -276,12 +280,46 @@ func (w *Watcher) onInferenceSetUpdate(oldObj, newObj any) {
 	if hpa := w.hpaFor(newIS.Namespace, newIS.Name); hpa != nil {
 		if v, ok := hpaMetric(hpa); ok {
 			ev.Value, ev.HasValue = v, true
+			// The HPA's status already tells of this change: its reading is the cause.
+			ev.confirmed = hpa.Status.DesiredReplicas == ev.To
 		}
 		ev.Message = hpaReason(hpa)
 	}
 	w.mu.Lock()
 	w.scaling = appendBounded(w.scaling, ev, maxScaling)
 	w.mu.Unlock()
+}
+
+// onHPA completes the latest replica change with the reading that caused it: the HPA
+// controller scales the target first and writes the metric it acted on into its status just
+// after, so at the moment the InferenceSet changes the HPA still shows the previous reading.
+func (w *Watcher) onHPA(obj any) {
+	w.setSource(SourceHPAs, nil)
+	h, ok := obj.(*autoscalingv2.HorizontalPodAutoscaler)
+	if !ok || h.Spec.ScaleTargetRef.Kind != "InferenceSet" {
+		return
+	}
+	v, hasValue := hpaMetric(h)
+	now := w.o.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for i := len(w.scaling) - 1; i >= 0; i-- {
+		ev := &w.scaling[i]
+		if now.Sub(ev.Time) > 30*time.Second {
+			return
+		}
+		if ev.Model != h.Spec.ScaleTargetRef.Name || ev.Kind == KindUnschedulable {
+			continue
+		}
+		if !ev.confirmed && h.Status.DesiredReplicas == ev.To && hasValue {
+			ev.Value, ev.HasValue, ev.confirmed = v, true, true
+			if why := hpaReason(h); why != "" {
+				ev.Message = why
+			}
+			w.dirty = true
+		}
+		return
+	}
 }
 
 func (w *Watcher) onPod(obj any) {

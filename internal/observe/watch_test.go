@@ -154,6 +154,16 @@ func TestWatcherFollowsTheStack(t *testing.T) {
 		}
 		return up && noGPU && modelOf(s, "phi-4-mini").Pending == 1, fmtModels(s)
 	})
+	// The HPA writes the reading it acted on just after scaling; the timeline takes it.
+	w.setHPAStatus(t, "phi-4-mini", 21, 3)
+	s = got.eventually(t, "the scale-up completed with the HPA's reading", func(s Snapshot) (bool, string) {
+		for _, e := range s.Scaling {
+			if e.Kind == KindScaleUp && e.To == 3 {
+				return e.Value == 21, "value " + strconv.FormatFloat(e.Value, 'g', -1, 64)
+			}
+		}
+		return false, "no scale-up"
+	})
 	if m := modelOf(s, "phi-4-mini"); m.Desired != 3 || !strings.Contains(m.Reason, "Insufficient nvidia.com/gpu") {
 		t.Errorf("phi-4-mini after scale-up: desired %d, reason %q", m.Desired, m.Reason)
 	}

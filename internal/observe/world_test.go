@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/inference-sandbox/sandbox/internal/apiservertest"
@@ -32,6 +33,7 @@ import (
 // the model pods played by real simulators on loopback. Nothing runs pods in envtest, so the
 // test writes the status the kubelet and scheduler would.
 type world struct {
+	cfg *rest.Config
 	cs  kubernetes.Interface
 	dyn dynamic.Interface
 	ctx context.Context
@@ -48,7 +50,7 @@ func startWorld(t testing.TB) *world {
 		t.Fatal(err)
 	}
 	cfg := apiservertest.Start(t, []*apiextensionsv1.CustomResourceDefinition{crd})
-	w := &world{ctx: context.Background()}
+	w := &world{ctx: context.Background(), cfg: cfg}
 	if w.cs, err = kubernetes.NewForConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -113,13 +115,17 @@ func (w *world) addModel(t testing.TB, name string, replicas int) {
 }
 
 // setMetric writes the HPA's observed value of its external metric, as the HPA controller does.
-func (w *world) setMetric(t testing.TB, model string, v float64) {
+func (w *world) setMetric(t testing.TB, model string, v float64) { w.setHPAStatus(t, model, v, 0) }
+
+// setHPAStatus writes the HPA's reading and the replica count it decided on.
+func (w *world) setHPAStatus(t testing.TB, model string, v float64, desired int32) {
 	t.Helper()
 	h, err := w.cs.AutoscalingV2().HorizontalPodAutoscalers(stacktest.Namespace).Get(w.ctx, "keda-hpa-"+model, metav1.GetOptions{})
 	must(t, err)
 	q := resource.MustParse(fmt.Sprintf("%g", v))
 	h.Status.CurrentMetrics = []autoscalingv2.MetricStatus{{Type: autoscalingv2.ExternalMetricSourceType, External: &autoscalingv2.ExternalMetricStatus{
 		Metric: autoscalingv2.MetricIdentifier{Name: "s0-" + model}, Current: autoscalingv2.MetricValueStatus{AverageValue: &q}}}}
+	h.Status.DesiredReplicas = desired
 	_, err = w.cs.AutoscalingV2().HorizontalPodAutoscalers(stacktest.Namespace).UpdateStatus(w.ctx, h, metav1.UpdateOptions{})
 	must(t, err)
 }

@@ -94,6 +94,8 @@ func TestDashboard(t *testing.T) {
 			if err := load.Start(); err != nil {
 				t.Fatalf("sandbox load: %v", err)
 			}
+			// Decisions on screen must be newer than this: the picker's backlog holds older ones.
+			loadStart := time.Now().Add(-time.Second).Format("15:04:05")
 			loadDone := make(chan error, 1)
 			go func() { loadDone <- load.Wait() }()
 
@@ -106,13 +108,13 @@ func TestDashboard(t *testing.T) {
 				for _, p := range modelPods(ctx, t, cs, m) {
 					for _, l := range strings.Split(last, "\n") {
 						f := strings.Fields(strings.TrimLeft(l, "> "))
-						// TIME MODEL POD STATUS ...
-						if len(f) >= 4 && f[1] == m && f[2] == p.Name && f[3] == "ok" {
+						// TIME MODEL POD STATUS ... (same day, same zone: string order is time order)
+						if len(f) >= 4 && f[0] >= loadStart && f[1] == m && f[2] == p.Name && f[3] == "ok" {
 							return true, ""
 						}
 					}
 				}
-				return false, "no decision row names a pod of " + m
+				return false, "no decision row since " + loadStart + " names a pod of " + m
 			})
 			t.Logf("routing:\n%s", last)
 
@@ -132,7 +134,9 @@ func TestDashboard(t *testing.T) {
 			eventually(t, 30*time.Second, "the scale-up on the scaling timeline with its metric", func() (bool, string) {
 				last = s.capture(t)
 				for _, l := range strings.Split(last, "\n") {
-					if strings.Contains(l, m) && strings.Contains(l, "↑ ") && strings.Contains(l, "/10") {
+					f := strings.Fields(strings.TrimLeft(l, "> "))
+					// TIME MODEL ↑ FROM→TO VALUE/THRESHOLD: the change and the reading behind it.
+					if len(f) >= 5 && f[0] >= loadStart && f[1] == m && f[2] == "↑" && strings.HasSuffix(f[4], "/10") && f[4] != "0/10" {
 						return true, ""
 					}
 				}

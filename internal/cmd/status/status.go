@@ -90,7 +90,7 @@ func collect(ctx context.Context, f *cmdutil.Factory) (*observe.Status, error) {
 	}
 	for _, m := range list {
 		st.Models = append(st.Models, observe.Model{Name: m.Name, Namespace: m.Namespace, Replicas: m.Replicas,
-			ReadyReplicas: m.ReadyReplicas, Ready: m.Ready, Reason: m.Message})
+			ReadyReplicas: m.ReadyReplicas, Ready: m.Ready, Reason: st.ModelReason(m.Namespace, m.Name, m.Message)})
 		if !m.Ready {
 			st.Ready = false
 		}
