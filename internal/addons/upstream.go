@@ -2,7 +2,9 @@ package addons
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +17,7 @@ import (
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/inference-sandbox/sandbox/internal/crds"
 	"github.com/inference-sandbox/sandbox/internal/kube"
@@ -159,7 +162,7 @@ func Upstream() []Addon {
 		parallel("body-based router, llm-gateway-auth, keda-kaito-scaler",
 			chartAddon("body-based router "+versions.InferenceExtension, BBRChart),
 			chartAddon("llm-gateway-auth "+versions.LLMGatewayAuth+" (APIKey operator + apikey-authz)", AuthChart),
-			chartAddon("keda-kaito-scaler "+versions.KEDAKaitoScaler, ScalerChart),
+			withReady(chartAddon("keda-kaito-scaler "+versions.KEDAKaitoScaler, ScalerChart), scalerTrusted),
 		),
 	}
 }
@@ -225,6 +228,40 @@ func chartAddon(name string, c UpstreamChart) Addon {
 		}
 		return installChart(ctx, env, c, chrt)
 	}}
+}
+
+func withReady(a Addon, ready func(context.Context, *Env) error) Addon {
+	a.Ready = ready
+	return a
+}
+
+// scalerTrusted waits for keda-kaito-scaler to have minted its CA, then restarts KEDA's
+// operator so it reads the CA for the mTLS connection to the scaler; KAITO's CI does the same
+// (kaito-keda-auth facts §3.2).
+func scalerTrusted(ctx context.Context, env *Env) error {
+	const secret = "keda-kaito-scaler-server-certs"
+	var ca []byte
+	err := kube.WaitFor(ctx, 3*time.Minute, time.Second, "keda-kaito-scaler's CA", func(ctx context.Context) (bool, string, error) {
+		s, err := env.Client.Clientset.CoreV1().Secrets(UpstreamKEDANamespace).Get(ctx, secret, metav1.GetOptions{})
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		ca = s.Data["ca.crt"]
+		if len(ca) == 0 {
+			return false, "Secret " + secret + " has no ca.crt yet", nil
+		}
+		return true, "", nil
+	})
+	if err != nil {
+		return err
+	}
+	// Keyed by the CA, so a repeated `up` restarts nothing and a new CA restarts once.
+	sum := sha256.Sum256(ca)
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"annotations":{"sandbox.inference/keda-kaito-scaler-ca":%q}}}}}`, hex.EncodeToString(sum[:6]))
+	if _, err := env.Client.Clientset.AppsV1().Deployments(UpstreamKEDANamespace).Patch(ctx, "keda-operator", types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("restarting keda-operator: %w", err)
+	}
+	return env.Client.WaitDeployment(ctx, UpstreamKEDANamespace, "keda-operator", 3*time.Minute)
 }
 
 // installGatewayAPICRDs applies the standard channel from the gateway-api module, the same as
