@@ -54,14 +54,16 @@ func upstreamManifests(t *testing.T, ns, istioDir string) map[string][]*unstruct
 	}
 	embedded("modelharness (istio)", "modelharness", "modelharness", map[string]any{
 		"namespace": ns, "gatewayClassName": "istio",
-		"modelNotFound": map[string]any{"namespace": addons.DefaultSystemNamespace},
+		"modelNotFound": map[string]any{"namespace": ns},
 		"istio":         map[string]any{"nodePort": 0},
 	})
 	embedded("modeldeployment (istio)", "modeldeployment", "phi-4-mini", map[string]any{
 		"name": "phi-4-mini", "namespace": ns, "model": "phi-4-mini-instruct", "replicas": 1,
 		"enableScaling": true, "minReplicas": 1, "maxReplicas": 4, "gatewayClassName": "istio",
 	})
-	nf, err := addons.RenderUpstream("notfound", addons.Values{SystemNamespace: addons.DefaultSystemNamespace})
+	// In the test namespace: the offline profile's own model-not-found Deployment lives in
+	// sandbox-system, and applying over it would merge two different pod specs.
+	nf, err := addons.RenderUpstream("notfound", addons.Values{SystemNamespace: ns})
 	if err != nil {
 		t.Fatal(err)
 	}
