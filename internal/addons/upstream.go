@@ -149,6 +149,9 @@ func UpstreamCharts() []UpstreamChart {
 // inside a phase the installs run in parallel.
 func Upstream() []Addon {
 	return []Addon{
+		// Every image is preloaded and the egress guard stays on, so nothing in the cluster
+		// needs names outside it either.
+		{Name: "offline DNS (CoreDNS without upstream forwarding)", Install: isolateCoreDNS, Ready: coreDNSReady},
 		parallel("CRDs, KAITO, KEDA, GPU node mocker, model-not-found backend",
 			Addon{Name: "Gateway API CRDs " + crds.GatewayAPIVersion, Install: installGatewayAPICRDs, Ready: gatewayAPICRDsEstablished},
 			Addon{Name: "Inference Extension CRDs " + versions.InferenceExtension, Install: installInferenceExtensionCRDs, Ready: inferenceExtensionCRDsEstablished},
