@@ -572,8 +572,13 @@ func (w *Watcher) Snapshot() Snapshot {
 		Endpoints: w.o.Endpoints, Events: w.events, Histories: w.histories, ScrapeErr: w.scrapeErr,
 		Streaming: w.streaming, Decisions: w.decisions}
 	snap := Build(in)
-	snap.Decisions = podNames(w.decisions, pods)
-	snap.Scaling = append([]ScalingEvent(nil), w.scaling...)
+	snap.Decisions = podNames(newest(w.decisions, maxDecisions), pods)
+	snap.Scaling = append([]ScalingEvent(nil), newest(w.scaling, maxScaling)...)
+	for i := range snap.Scaling {
+		if why := rescaleEvent(snap.Scaling[i], hpas, w.events); why != "" {
+			snap.Scaling[i].Message = why
+		}
+	}
 	for _, s := range w.sources {
 		snap.Sources = append(snap.Sources, *s)
 	}
@@ -630,6 +635,35 @@ func hpaMetric(h *autoscalingv2.HorizontalPodAutoscaler) (float64, bool) {
 	return 0, false
 }
 
+// rescaleEvent is the HPA's SuccessfulRescale event for a replica change ("New size: 3;
+// reason: external metric ... above target"), which says why better than its conditions do.
+func rescaleEvent(ev ScalingEvent, hpas []*autoscalingv2.HorizontalPodAutoscaler, events map[string][]EventLine) string {
+	if ev.Kind == KindUnschedulable {
+		return ""
+	}
+	prefix := fmt.Sprintf("New size: %d;", ev.To)
+	for _, h := range hpas {
+		if h.Spec.ScaleTargetRef.Kind != "InferenceSet" || h.Spec.ScaleTargetRef.Name != ev.Model {
+			continue
+		}
+		lines := events[h.Namespace+"/"+h.Name]
+		for i := len(lines) - 1; i >= 0; i-- {
+			l := lines[i]
+			if l.Reason == "SuccessfulRescale" && strings.HasPrefix(l.Message, prefix) && absDuration(l.Time.Sub(ev.Time)) < 30*time.Second {
+				return l.Message
+			}
+		}
+	}
+	return ""
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
 // hpaReason is the HPA's own account of its last decision (condition AbleToScale/ScalingActive).
 func hpaReason(h *autoscalingv2.HorizontalPodAutoscaler) string {
 	for _, c := range h.Status.Conditions {
@@ -650,10 +684,20 @@ func unschedulableReason(p *corev1.Pod) (string, bool) {
 	return "", false
 }
 
+// appendBounded appends v and trims s to its newest n entries, copying only once it holds 2n,
+// so a busy decision stream costs amortized O(1) per record.
 func appendBounded[T any](s []T, v T, n int) []T {
 	s = append(s, v)
-	if len(s) > n {
+	if len(s) > 2*n {
 		s = append(s[:0:0], s[len(s)-n:]...)
+	}
+	return s
+}
+
+// newest returns the newest n entries of s.
+func newest[T any](s []T, n int) []T {
+	if len(s) > n {
+		return s[len(s)-n:]
 	}
 	return s
 }

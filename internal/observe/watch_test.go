@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/inference-sandbox/sandbox/internal/components/stacktest"
 )
 
@@ -160,6 +163,22 @@ func TestWatcherFollowsTheStack(t *testing.T) {
 		for _, e := range s.Scaling {
 			if e.Kind == KindScaleUp && e.To == 3 {
 				return e.Value == 21, "value " + strconv.FormatFloat(e.Value, 'g', -1, 64)
+			}
+		}
+		return false, "no scale-up"
+	})
+	// Its SuccessfulRescale event says why in its own words.
+	_, err := w.cs.CoreV1().Events(stacktest.Namespace).Create(w.ctx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "keda-hpa-phi-4-mini.1", Namespace: stacktest.Namespace},
+		InvolvedObject: corev1.ObjectReference{Kind: "HorizontalPodAutoscaler", Namespace: stacktest.Namespace, Name: "keda-hpa-phi-4-mini"},
+		Reason:         "SuccessfulRescale", Type: corev1.EventTypeNormal, LastTimestamp: metav1.Now(), Count: 1,
+		Message: "New size: 3; reason: external metric s0-vllm-num_requests_waiting(nil) above target",
+	}, metav1.CreateOptions{})
+	must(t, err)
+	s = got.eventually(t, "the HPA's event on the timeline", func(s Snapshot) (bool, string) {
+		for _, e := range s.Scaling {
+			if e.Kind == KindScaleUp && e.To == 3 {
+				return strings.HasSuffix(e.Message, "above target"), e.Message
 			}
 		}
 		return false, "no scale-up"
