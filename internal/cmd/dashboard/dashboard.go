@@ -57,6 +57,9 @@ A source that stops answering is shown as stale on the second line; nothing wait
 			if opts.LoadDuration <= 0 || opts.LoadDuration > load.MaxDuration {
 				return fmt.Errorf("--load-duration %s: want up to %s", opts.LoadDuration, load.MaxDuration)
 			}
+			if opts.ScrapeEvery < 500*time.Millisecond {
+				return fmt.Errorf("--scrape-interval %s: want at least 500ms (every scrape goes through the API server)", opts.ScrapeEvery)
+			}
 			return run(cmd.Context(), f, opts)
 		},
 	}
