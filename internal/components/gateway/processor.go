@@ -195,9 +195,21 @@ func openExchange(ctx context.Context, what string, client extprocv3.ExternalPro
 	}
 	if endOfStream {
 		close(x.pumpDone)
-	} else {
-		go x.pump(body, keep)
+		return x, nil
 	}
+	// A body that is one chunk (almost every inference request) is sent from here: the
+	// processor answers nothing before it has it, so nothing is lost by not waiting for the
+	// reply meanwhile, and the header and body messages leave together instead of from two
+	// goroutines. A longer body is pumped from its own goroutine, since a processor that echoes
+	// chunks as they come (BBR) blocks on flow control once the gateway stops receiving, which
+	// it does while it sends.
+	chunk, last, err := body.next()
+	if err == nil && last {
+		x.send(chunk, true, keep, true)
+		close(x.pumpDone)
+		return x, nil
+	}
+	go x.pump(body, chunk, last, err, keep)
 	return x, nil
 }
 
@@ -248,40 +260,44 @@ func unsent(err error) error {
 	return err
 }
 
-// pump feeds src to the processor as request_body messages. With keep, the body is also kept
-// (and read to its end even after the processor failed) so that a fail-open pool can replay it.
-func (x *exchange) pump(src bodySource, keep bool) {
+// pump feeds src to the processor as request_body messages, starting with the chunk already
+// read (first, last, err: the result of src.next). With keep, the body is also kept (and read to
+// its end even after the processor failed) so that a fail-open pool can replay it.
+func (x *exchange) pump(src bodySource, first []byte, last bool, err error, keep bool) {
 	defer close(x.pumpDone)
 	sending := true
+	chunk := first
 	for {
-		chunk, last, err := src.next()
 		if err != nil {
 			x.pumpErr = &sourceError{err: err}
 			x.cancel()
 			return
 		}
-		if keep {
-			x.sent = append(x.sent, chunk...)
-		}
-		if sending {
-			if last {
-				x.arm()
-			}
-			msg := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
-				RequestBody: &extprocv3.HttpBody{Body: chunk, EndOfStream: last},
-			}}
-			if err := x.stream.Send(msg); err != nil {
-				// The receiving side sees the stream's real error; only stop sending here.
-				sending = false
-				if !keep {
-					return
-				}
-			}
-		}
-		if last {
+		sending = x.send(chunk, last, keep, sending)
+		if last || !sending && !keep {
 			return
 		}
+		chunk, last, err = src.next()
 	}
+}
+
+// send sends one body chunk while sending is true and keeps a copy with keep; it reports
+// whether the stream still takes messages. A failed send only stops sending: the receiving side
+// sees the stream's real error.
+func (x *exchange) send(chunk []byte, last, keep, sending bool) bool {
+	if keep {
+		x.sent = append(x.sent, chunk...)
+	}
+	if !sending {
+		return false
+	}
+	if last {
+		x.arm()
+	}
+	msg := &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_RequestBody{
+		RequestBody: &extprocv3.HttpBody{Body: chunk, EndOfStream: last},
+	}}
+	return x.stream.Send(msg) == nil
 }
 
 // waitPump waits for the pump to finish and returns the body source's error, if any.

@@ -18,7 +18,7 @@ import (
 
 // runPicker starts the offline EPP in front of the model's simulators on addr and waits until
 // it knows them. stop shuts it down as a pod's SIGTERM does (GOAWAY, in-flight streams drain).
-func runPicker(t *testing.T, m *testModel, addr string) (stop func()) {
+func runPicker(t testing.TB, m *testModel, addr string) (stop func()) {
 	t.Helper()
 	var specs []datastore.Spec
 	for _, a := range m.addrs {
@@ -51,7 +51,7 @@ func runPicker(t *testing.T, m *testModel, addr string) (stop func()) {
 
 // freeAddr returns a loopback address nobody listens on, for a server that must come back on
 // the same port.
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

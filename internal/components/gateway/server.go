@@ -233,9 +233,12 @@ func (s *Server) serve(w *responseWriter, r *http.Request) error {
 			return unavailable(r, fmt.Errorf("%s has no ready endpoint", b))
 		}
 		fr := forwardRequest{noBody: noBody, dests: []string{pickOne(b.Addresses)}}
-		if _, direct := body.(*clientBody); direct {
+		if _, direct := body.(*clientBody); direct && (r.ContentLength < 0 || r.ContentLength > extproc.MaxChunk) {
 			fr.stream = true
 		} else if !noBody {
+			// A small body of known length is read first, so that it leaves in the same
+			// write as the request headers (net/http flushes the headers on their own when
+			// the body is a stream) and a refused connection can try another endpoint.
 			payload, err := readAll(body, s.cfg.MaxBodyBytes)
 			if err != nil {
 				return err
