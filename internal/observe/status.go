@@ -25,21 +25,25 @@ type Status struct {
 	Models      []Model     `json:"models"`
 	EgressGuard Check       `json:"egressGuard"`
 
-	// unplaced maps namespace/model to why its pods wait for a node (no free fake GPU).
-	unplaced map[string]string
+	// unplaced maps namespace/model to its pods waiting for a node (no free fake GPU) and why.
+	unplaced map[string]unplaced
+}
+
+type unplaced struct {
+	pods int
+	why  string
 }
 
 // ModelReason is why a model is not ready: the InferenceSet's own message, completed with
 // the scheduler's reason when replicas cannot be placed, which the condition does not say.
 func (st *Status) ModelReason(namespace, name, message string) string {
-	why := st.unplaced[namespace+"/"+name]
+	u := st.unplaced[namespace+"/"+name]
+	why := fmt.Sprintf("%d pod(s) Pending: %s", u.pods, u.why)
 	switch {
-	case why == "":
+	case u.pods == 0 || strings.Contains(message, u.why):
 		return message
 	case message == "":
 		return why
-	case strings.Contains(message, why):
-		return message
 	default:
 		return message + "; " + why
 	}
@@ -85,7 +89,7 @@ type ComponentRef struct{ Name, Namespace, Deployment string }
 
 // Collect reads nodes and components from the cluster.
 func Collect(ctx context.Context, c *kube.Client, components []ComponentRef) (*Status, error) {
-	st := &Status{Ready: true, unplaced: map[string]string{}}
+	st := &Status{Ready: true, unplaced: map[string]unplaced{}}
 	nodes, err := c.Clientset.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing nodes: %w", err)
@@ -95,13 +99,11 @@ func Collect(ctx context.Context, c *kube.Client, components []ComponentRef) (*S
 		return nil, fmt.Errorf("listing pods: %w", err)
 	}
 	used := map[string]int64{}
-	pending := map[string]int{}
 	for _, p := range pods.Items {
 		if model := p.Labels[inferenceset.LabelCreatedBy]; model != "" {
 			if why, ok := unschedulableReason(&p); ok {
 				key := p.Namespace + "/" + model
-				pending[key]++
-				st.unplaced[key] = fmt.Sprintf("%d pod(s) Pending: %s", pending[key], why)
+				st.unplaced[key] = unplaced{pods: st.unplaced[key].pods + 1, why: why}
 			}
 		}
 		if p.Spec.NodeName == "" {

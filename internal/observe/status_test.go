@@ -27,6 +27,11 @@ func TestCollectSaysWhyAModelIsNotReady(t *testing.T) {
 	if !strings.HasPrefix(why, "1/2 replicas ready; 1 pod(s) Pending: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu") {
 		t.Errorf("model reason %q", why)
 	}
+	// The InferenceSet controller may already quote the scheduler; no need to say it twice.
+	quoted := "1/2 replicas ready; phi-4-mini-1-0 Pending (Unschedulable: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu)"
+	if got := st.ModelReason("models", "phi-4-mini", quoted); got != quoted {
+		t.Errorf("reason %q repeats the scheduler", got)
+	}
 	if got := st.ModelReason("models", "other", "fine"); got != "fine" {
 		t.Errorf("a model without pending pods got reason %q", got)
 	}
