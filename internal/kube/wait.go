@@ -45,6 +45,10 @@ func DeploymentReady(d *appsv1.Deployment) (bool, string) {
 	if d.Status.UpdatedReplicas < want || d.Status.AvailableReplicas < want {
 		return false, fmt.Sprintf("%d/%d replicas available", d.Status.AvailableReplicas, want)
 	}
+	// During a rollout the old pods count as available too: done means only new ones are left.
+	if d.Status.Replicas > d.Status.UpdatedReplicas {
+		return false, fmt.Sprintf("rollout: %d old replicas still running", d.Status.Replicas-d.Status.UpdatedReplicas)
+	}
 	return true, fmt.Sprintf("%d/%d replicas available", d.Status.AvailableReplicas, want)
 }
 
