@@ -56,7 +56,7 @@ const (
 // UpstreamPin is one chart or image of the upstream profile.
 type UpstreamPin struct {
 	Name    string
-	Kind    string // "chart", "image" or "manifest"
+	Kind    string // "chart", "image", "manifest" or "test-schemas" (read by tests only)
 	Version string
 	// Source is the chart repository URL, the OCI chart reference, the image reference or the
 	// manifest URL.
@@ -70,7 +70,7 @@ var Upstream = []UpstreamPin{
 	{"istiod", "chart", Istio, IstioChartRepo, "2026-08-20"},
 	{"istio-pilot", "image", Istio, IstioHub + "/pilot:" + Istio, "2026-08-20"},
 	{"istio-proxyv2", "image", Istio, IstioHub + "/proxyv2:" + Istio, "2026-08-20"},
-	{"istio-module (test schemas)", "manifest", IstioModule, "istio.io/istio (Go module proxy)", "2026-11-25"},
+	{"istio-module", "test-schemas", IstioModule, "istio.io/istio (Go module proxy)", "2026-11-25"},
 	{"gateway-api-crds", "manifest", "v1.6.3", "sigs.k8s.io/gateway-api (Go module proxy; upstream e2e: v1.2.0)", "2026-11-25"},
 	{"inference-extension-crds", "manifest", InferenceExtension, InferenceExtensionCRDs, "2026-08-20"},
 	{"body-based-routing", "chart", InferenceExtension, BBRChart, "2026-08-20"},
@@ -102,4 +102,13 @@ func tagOf(image string) string {
 		return image[i+1:]
 	}
 	return "latest"
+}
+
+// upstreamPins are the Upstream rows as Table rows, named "upstream <kind> <name>".
+func upstreamPins() []Pin {
+	out := make([]Pin, len(Upstream))
+	for i, p := range Upstream {
+		out[i] = Pin{Name: "upstream " + p.Kind + " " + p.Name, Version: p.Version, Source: p.Source, Checked: p.Checked}
+	}
+	return out
 }

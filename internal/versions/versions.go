@@ -34,8 +34,9 @@ const (
 	KEDA = "v2.21.0"
 )
 
-// Table lists every pin for `sandbox version -o json` and for humans reading this file.
-var Table = []Pin{
+// Table lists every pin for `sandbox version -o json` and for humans reading this file: the
+// offline profile's below, then the upstream profile's (Upstream, upstream.go).
+var Table = append([]Pin{
 	{"kubernetes", Kubernetes, "k8s.io/kubernetes (Go module proxy)", "2026-11-25"},
 	{"etcd", Etcd, "go.etcd.io/etcd/server/v3 (Go module proxy)", "2026-11-25"},
 	{"coredns", CoreDNS, "github.com/coredns/coredns (Go module proxy)", "2026-11-25"},
@@ -44,4 +45,4 @@ var Table = []Pin{
 	{"kind", Kind, "sigs.k8s.io/kind (Go library)", "2026-11-25"},
 	{"debian", DebianSuite, "Debian archive (debootstrap)", "2026-11-25"},
 	{"keda", KEDA, "github.com/kedacore/keda/v2 (Go module proxy), built locally", "2026-11-25"},
-}
+}, upstreamPins()...)
