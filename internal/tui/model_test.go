@@ -241,3 +241,13 @@ func TestQuitStopsTheLoad(t *testing.T) {
 		t.Fatal("quitting left the load running")
 	}
 }
+
+func TestContextLineOfAModelWithoutAutoscaling(t *testing.T) {
+	s := fixture()
+	s.Models[0].Min, s.Models[0].Max, s.Models[0].HasMetric = 0, 0, false
+	m := update(t, New(Options{Name: "dash"}), tea.WindowSizeMsg{Width: 200, Height: 24}, SnapshotMsg{s})
+	v := m.View()
+	if !strings.Contains(v, "http://127.0.0.1:30080 · not autoscaled · 1 pod(s) Pending") {
+		t.Fatalf("context line of a fixed-size model:\n%s", v)
+	}
+}

@@ -151,12 +151,17 @@ func (m Model) contextLine(r rowSet) string {
 	switch m.view {
 	case ViewModels:
 		if mv, ok := m.selectedModel(); ok && c < len(r.cells) {
-			s = dash(mv.Endpoint) + " · " + mv.MetricName
-			if mv.HasMetric {
-				s += fmt.Sprintf(" %s/replica", num(mv.MetricValue))
-			}
-			if mv.Threshold > 0 {
-				s += fmt.Sprintf(", threshold %s", num(mv.Threshold))
+			s = dash(mv.Endpoint) + " · "
+			if mv.Max == 0 {
+				s += "not autoscaled"
+			} else {
+				s += mv.MetricName
+				if mv.HasMetric {
+					s += fmt.Sprintf(" %s/replica", num(mv.MetricValue))
+				}
+				if mv.Threshold > 0 {
+					s += fmt.Sprintf(", threshold %s", num(mv.Threshold))
+				}
 			}
 			if mv.Reason != "" {
 				s += " · " + mv.Reason
