@@ -433,3 +433,28 @@ func applyUpstreamTemplate(name string) func(context.Context, *Env) error {
 		return env.Client.Apply(ctx, objs)
 	}
 }
+
+// UpstreamHarnessValues are the modelharness values of a namespace on the upstream profile:
+// the istio mode, the shared nginx 404 backend, and the gateway's NodePort (0: none).
+func UpstreamHarnessValues(namespace string, nodePort int) map[string]any {
+	return map[string]any{
+		"namespace":        namespace,
+		"gatewayClassName": "istio",
+		"modelNotFound":    map[string]any{"namespace": DefaultSystemNamespace},
+		"istio":            map[string]any{"nodePort": nodePort},
+	}
+}
+
+// UpstreamModelValues are the modeldeployment values of one model on the upstream profile:
+// llm-d's picker and an InferenceSet pod template running llm-d-inference-sim, autoscaled by
+// keda-kaito-scaler between min and max when max > 0.
+func UpstreamModelValues(name, namespace, preset string, replicas, min, max int) map[string]any {
+	v := map[string]any{
+		"name": name, "namespace": namespace, "model": preset, "replicas": replicas,
+		"gatewayClassName": "istio", "enableScaling": max > 0,
+	}
+	if max > 0 {
+		v["minReplicas"], v["maxReplicas"] = min, max
+	}
+	return v
+}

@@ -22,21 +22,16 @@ import (
 	"github.com/inference-sandbox/sandbox/manifests"
 )
 
-// The values `up --profile upstream` passes (internal/lifecycle/upstream.go).
+// The values `up --profile upstream` passes (internal/lifecycle/upstream.go), with auth
+// switchable.
 func istioHarnessValues(namespace string, auth bool) map[string]any {
-	return map[string]any{
-		"namespace": namespace, "gatewayClassName": "istio",
-		"modelNotFound": map[string]any{"namespace": DefaultSystemNamespace},
-		"istio":         map[string]any{"nodePort": 30080},
-		"auth":          map[string]any{"enabled": auth},
-	}
+	v := UpstreamHarnessValues(namespace, 30080)
+	v["auth"] = map[string]any{"enabled": auth}
+	return v
 }
 
 func istioModelValues(name string) map[string]any {
-	return map[string]any{
-		"name": name, "namespace": "models", "model": "phi-4-mini-instruct", "replicas": 1,
-		"enableScaling": true, "minReplicas": 1, "maxReplicas": 4, "gatewayClassName": "istio",
-	}
+	return UpstreamModelValues(name, "models", "phi-4-mini-instruct", 1, 1, 4)
 }
 
 func renderEmbedded(t *testing.T, chartName, release, namespace string, values map[string]any) []*unstructured.Unstructured {

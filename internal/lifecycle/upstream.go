@@ -145,12 +145,7 @@ func upstreamWorkloads(ctx context.Context, s *progress.Status, client *kube.Cli
 		if err != nil {
 			return err
 		}
-		values := map[string]any{
-			"namespace":        res.Namespace,
-			"gatewayClassName": "istio",
-			"modelNotFound":    map[string]any{"namespace": addons.DefaultSystemNamespace},
-			"istio":            map[string]any{"nodePort": cluster.GatewayNodePort},
-		}
+		values := addons.UpstreamHarnessValues(res.Namespace, cluster.GatewayNodePort)
 		if _, err := hc.Apply(ctx, models.HarnessRelease, res.Namespace, chrt, values, 0); err != nil {
 			return err
 		}
@@ -173,11 +168,7 @@ func upstreamWorkloads(ctx context.Context, s *progress.Status, client *kube.Cli
 	g, gctx := errgroup.WithContext(ctx)
 	for _, m := range models.DefaultModels(res.Namespace, "", o.Kubeconfig) {
 		g.Go(func() error {
-			values := map[string]any{
-				"name": m.Name, "namespace": m.Namespace, "model": m.Preset, "replicas": m.Replicas,
-				"enableScaling": true, "minReplicas": m.MinReplicas, "maxReplicas": m.MaxReplicas,
-				"gatewayClassName": "istio",
-			}
+			values := addons.UpstreamModelValues(m.Name, m.Namespace, m.Preset, m.Replicas, m.MinReplicas, m.MaxReplicas)
 			if _, err := hc.Apply(gctx, m.Name, m.Namespace, chrt, values, 4*time.Minute); err != nil {
 				return err
 			}

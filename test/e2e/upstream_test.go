@@ -52,15 +52,11 @@ func upstreamManifests(t *testing.T, ns, istioDir string) map[string][]*unstruct
 		}
 		out[source] = objs
 	}
-	embedded("modelharness (istio)", "modelharness", "modelharness", map[string]any{
-		"namespace": ns, "gatewayClassName": "istio",
-		"modelNotFound": map[string]any{"namespace": ns},
-		"istio":         map[string]any{"nodePort": 0},
-	})
-	embedded("modeldeployment (istio)", "modeldeployment", "phi-4-mini", map[string]any{
-		"name": "phi-4-mini", "namespace": ns, "model": "phi-4-mini-instruct", "replicas": 1,
-		"enableScaling": true, "minReplicas": 1, "maxReplicas": 4, "gatewayClassName": "istio",
-	})
+	// A ConfigMap and a parametersRef only: no Istio runs here to claim the node port.
+	harness := addons.UpstreamHarnessValues(ns, 30080)
+	harness["modelNotFound"] = map[string]any{"namespace": ns}
+	embedded("modelharness (istio)", "modelharness", "modelharness", harness)
+	embedded("modeldeployment (istio)", "modeldeployment", "phi-4-mini", addons.UpstreamModelValues("phi-4-mini", ns, "phi-4-mini-instruct", 1, 1, 4))
 	// In the test namespace: the offline profile's own model-not-found Deployment lives in
 	// sandbox-system, and applying over it would merge two different pod specs.
 	nf, err := addons.RenderUpstream("notfound", addons.Values{SystemNamespace: ns})
