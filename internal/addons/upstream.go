@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -194,15 +195,18 @@ func parallel(name string, group ...Addon) Addon {
 		Install: func(ctx context.Context, env *Env) error {
 			var mu sync.Mutex
 			var errs []string
-			g, ctx := errgroup.WithContext(ctx)
+			g, gctx := errgroup.WithContext(ctx)
 			for _, a := range group {
 				g.Go(func() error {
 					start := time.Now()
-					err := a.Install(ctx, env)
+					err := a.Install(gctx, env)
 					if err == nil && a.Ready != nil {
-						err = a.Ready(ctx, env)
+						err = a.Ready(gctx, env)
 					}
 					if err != nil {
+						if ctx.Err() == nil && gctx.Err() != nil && errors.Is(err, context.Canceled) {
+							return err // stopped because a sibling failed: that one is the news
+						}
 						mu.Lock()
 						errs = append(errs, a.Name+": "+err.Error())
 						mu.Unlock()

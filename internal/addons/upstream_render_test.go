@@ -306,8 +306,15 @@ func TestParallelPhase(t *testing.T) {
 	if peak.Load() < 2 {
 		t.Errorf("members ran one at a time (peak %d)", peak.Load())
 	}
-	err := parallel("bad", member("a", false), member("b", true)).Install(context.Background(), env)
+	waiter := Addon{Name: "waiter", Install: func(ctx context.Context, env *Env) error {
+		<-ctx.Done() // a long wait that the sibling's failure cuts short
+		return ctx.Err()
+	}}
+	err := parallel("bad", member("a", false), member("b", true), waiter).Install(context.Background(), env)
 	if err == nil || !strings.Contains(err.Error(), "b: boom") {
 		t.Fatalf("failure not reported with its member: %v", err)
+	}
+	if strings.Contains(err.Error(), "waiter") {
+		t.Errorf("a member stopped by its sibling's failure is reported as a failure too: %v", err)
 	}
 }
