@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	crlog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	"github.com/inference-sandbox/sandbox/internal/apiservertest"
@@ -49,6 +51,7 @@ func startWorld(t testing.TB) *world {
 	if err := yaml.UnmarshalStrict(data, crd); err != nil {
 		t.Fatal(err)
 	}
+	crlog.SetLogger(logr.Discard()) // envtest logs through controller-runtime
 	cfg := apiservertest.Start(t, []*apiextensionsv1.CustomResourceDefinition{crd})
 	w := &world{ctx: context.Background(), cfg: cfg}
 	if w.cs, err = kubernetes.NewForConfig(cfg); err != nil {
