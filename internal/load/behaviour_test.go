@@ -69,9 +69,16 @@ func TestOpenLoopRate(t *testing.T) {
 	if math.Abs(mean-1/rate)/(1/rate) > 0.15 {
 		t.Errorf("mean gap between arrivals %.2fms, want %.2fms", mean*1e3, 1e3/rate)
 	}
-	if cv := sd / mean; cv < 0.8 || cv > 1.25 {
+	// Exponential gaps have a coefficient of variation of 1, evenly paced ones ≈ 0; scheduler
+	// stalls on a loaded machine (a late send followed by a burst) push it up, so the upper
+	// bound is loose and the schedule's accuracy is checked through the client's lag instead.
+	if cv := sd / mean; cv < 0.75 || cv > 2 {
 		t.Errorf("gaps' coefficient of variation %.2f; Poisson arrivals give 1", cv)
 	}
+	if rep.SendLag.Count != rep.Sent || rep.SendLag.P50 > 20 {
+		t.Errorf("requests left the client %.1fms (p50) after their scheduled time (%d samples)", rep.SendLag.P50, rep.SendLag.Count)
+	}
+	t.Logf("gap CV %.2f, client lag p50 %.2fms p99 %.2fms", sd/mean, rep.SendLag.P50, rep.SendLag.P99)
 	span := arr.times[len(arr.times)-1].Sub(arr.times[0])
 	if span < dur*9/10 || span > dur+200*time.Millisecond {
 		t.Errorf("arrivals spread over %s, want about %s", span, dur)
@@ -158,6 +165,9 @@ func TestTTFTFromScheduledTime(t *testing.T) {
 	// The 20th request was due at about 100 ms and sent after 19 × 40 ms.
 	if open.TTFT.Max < 500 || open.TTFT.P50 < 3*closed.TTFT.P50 {
 		t.Errorf("open loop TTFT p50 %.1fms max %.1fms: the client-side wait is not counted", open.TTFT.P50, open.TTFT.Max)
+	}
+	if open.SendLag.Max < 400 || closed.SendLag.P99 > 5 {
+		t.Errorf("client lag: open loop max %.1fms (want the queueing to show), closed loop p99 %.1fms (want ~0)", open.SendLag.Max, closed.SendLag.P99)
 	}
 	if open.TTFT.Count != 20 || open.Succeeded != 20 {
 		t.Errorf("open loop: %d TTFT samples, %d ok", open.TTFT.Count, open.Succeeded)

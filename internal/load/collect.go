@@ -21,6 +21,7 @@ type collector struct {
 
 	// measured window
 	ttft, itl, e2e     Histogram
+	lag                Histogram
 	done, ok, failed   int
 	outTokens          int
 	lastEnd            time.Time
@@ -85,6 +86,7 @@ func (c *collector) record(res *result) {
 		return
 	}
 	c.done++
+	c.lag.Record(res.lag)
 	c.statuses[statusKey(res)]++
 	if res.ended.After(c.lastEnd) {
 		c.lastEnd = res.ended

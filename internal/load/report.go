@@ -44,6 +44,10 @@ type Report struct {
 	TTFT Latency `json:"ttft"`
 	ITL  Latency `json:"itl"`
 	E2E  Latency `json:"e2e"`
+	// SendLag runs from each request's scheduled time to its leaving the client: in open loop,
+	// large values mean this client could not keep the schedule (the latencies above still
+	// count from the schedule). It is ~0 in closed loop.
+	SendLag Latency `json:"sendLag"`
 
 	// StatusCodes counts measured requests by HTTP status; "200-incomplete" is a stream that
 	// broke off, "timeout" and "no-response" are requests without a status.
@@ -89,7 +93,7 @@ func (c *collector) report(cfg Config, measureFrom, dispatchEnded time.Time) *Re
 		WarmupSeconds: cfg.Warmup.Seconds(),
 		Sent:          c.sentMeasured, Requests: c.done, Succeeded: c.ok, Failed: c.failed,
 		WarmupRequests: c.warmupDone,
-		TTFT:           latencyOf(&c.ttft), ITL: latencyOf(&c.itl), E2E: latencyOf(&c.e2e),
+		TTFT:           latencyOf(&c.ttft), ITL: latencyOf(&c.itl), E2E: latencyOf(&c.e2e), SendLag: latencyOf(&c.lag),
 		StatusCodes: maps.Clone(c.statuses), ErrorSamples: slices.Clone(c.errorSamples),
 	}
 	if cfg.Rate > 0 {
@@ -157,6 +161,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintf(tw, "Requests\t%d ok, %d failed%s\n", r.Succeeded, r.Failed, interrupted)
 	fmt.Fprintf(tw, "Throughput\t%.2f req/s, %.0f output tokens/s\n", r.ThroughputRPS, r.OutputTokensPerSec)
+	if r.Mode == "open-loop" && r.SendLag.Count > 0 {
+		fmt.Fprintf(tw, "Client lag\tp50 %s, p99 %s behind schedule\n", fmtMs(r.SendLag.P50), fmtMs(r.SendLag.P99))
+	}
 	fmt.Fprintln(tw)
 	fmt.Fprintln(tw, "LATENCY\tP50\tP90\tP99\tMAX\tMEAN\tSAMPLES")
 	for _, l := range []struct {

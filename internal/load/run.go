@@ -279,6 +279,8 @@ type result struct {
 	failure   string // non-empty for any failure
 	canceled  bool   // abandoned because the run was cancelled: not counted
 	ttft, e2e time.Duration
+	// lag is how late the request left the client compared with its schedule.
+	lag       time.Duration
 	gaps      []time.Duration
 	outTokens int
 	ended     time.Time
@@ -315,6 +317,7 @@ func (r *runner) send(ctx context.Context, res *result) {
 	if r.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+r.cfg.APIKey)
 	}
+	res.lag = time.Since(res.scheduled)
 	resp, err := r.client.Do(req)
 	if err != nil {
 		res.failure = transportFailure(err)
