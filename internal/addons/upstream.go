@@ -233,7 +233,7 @@ func chartAddon(name string, c UpstreamChart) Addon {
 		if err != nil {
 			return err
 		}
-		return installChart(ctx, env, c, chrt)
+		return InstallChart(ctx, env, c, chrt)
 	}}
 }
 

@@ -1,6 +1,7 @@
 package addons
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,9 @@ import (
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/repo"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/inference-sandbox/sandbox/internal/kube"
 )
 
 // chartRepo serves a Helm repository on loopback holding one chart, demo 0.1.0, whose
@@ -104,4 +108,48 @@ func TestFetchChartFromRepositoryOnceThenFromCache(t *testing.T) {
 		t.Fatalf("images %v, want %v (the install values, init containers and hooks all count)", got, want)
 	}
 
+}
+
+func TestNeverPull(t *testing.T) {
+	in := `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d, namespace: ns1, annotations: {"helm.sh/hook": post-install}}
+spec:
+  selector: {matchLabels: {app: d}}
+  template:
+    metadata: {labels: {app: d}}
+    spec:
+      initContainers: [{name: i, image: "r/i:1", imagePullPolicy: Always}]
+      containers: [{name: c, image: "r/c:1", imagePullPolicy: Always}, {name: e, image: "r/e:1"}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cm, namespace: ns1}
+data: {containers: "not a list"}
+`
+	out, err := neverPull{}.Run(bytes.NewBufferString(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := kube.Decode(out.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs) != 2 {
+		t.Fatalf("%d objects after post-rendering:\n%s", len(objs), out)
+	}
+	if objs[0].GetAnnotations()["helm.sh/hook"] != "post-install" {
+		t.Error("hook annotation lost")
+	}
+	for _, path := range [][]string{{"initContainers"}, {"containers"}} {
+		list, _, _ := unstructured.NestedSlice(objs[0].Object, append([]string{"spec", "template", "spec"}, path...)...)
+		for _, c := range list {
+			if p := c.(map[string]any)["imagePullPolicy"]; p != "IfNotPresent" {
+				t.Errorf("%v: imagePullPolicy %v", path, p)
+			}
+		}
+	}
+	if v, _, _ := unstructured.NestedString(objs[1].Object, "data", "containers"); v != "not a list" {
+		t.Errorf("a ConfigMap's data changed: %q", v)
+	}
 }

@@ -1,7 +1,9 @@
 package addons
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,7 +16,9 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/cli"
 	"helm.sh/helm/v3/pkg/registry"
+	"helm.sh/helm/v3/pkg/storage/driver"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
 
 	"github.com/inference-sandbox/sandbox/internal/helm"
 	"github.com/inference-sandbox/sandbox/internal/kube"
@@ -85,12 +89,89 @@ func FetchChart(ctx context.Context, c UpstreamChart, cacheDir string) (*chart.C
 	return chrt, nil
 }
 
-func installChart(ctx context.Context, env *Env, c UpstreamChart, chrt *chart.Chart) error {
-	hc := &helm.Client{Kubeconfig: env.Values.Kubeconfig}
-	if _, err := hc.Apply(ctx, c.Release, c.Namespace, chrt, c.Values(env.Values), chartTimeout); err != nil {
+// InstallChart is `helm upgrade --install --wait` with one change to what the chart renders:
+// no container may pull on its own (see neverPull).
+func InstallChart(ctx context.Context, env *Env, c UpstreamChart, chrt *chart.Chart) error {
+	values := c.Values(env.Values)
+	if err := helm.ValidateValues(chrt, values); err != nil {
 		return fmt.Errorf("%s: %w", c.Ref(), err)
 	}
+	settings := cli.New()
+	settings.KubeConfig = env.Values.Kubeconfig
+	settings.SetNamespace(c.Namespace)
+	cfg := new(action.Configuration)
+	if err := cfg.Init(settings.RESTClientGetter(), c.Namespace, "secret", func(string, ...any) {}); err != nil {
+		return fmt.Errorf("%s: helm: %w", c.Ref(), err)
+	}
+	hist := action.NewHistory(cfg)
+	hist.Max = 1
+	if _, err := hist.Run(c.Release); errors.Is(err, driver.ErrReleaseNotFound) {
+		install := action.NewInstall(cfg)
+		install.ReleaseName, install.Namespace, install.CreateNamespace = c.Release, c.Namespace, true
+		install.Wait, install.Timeout = true, chartTimeout
+		install.PostRenderer = neverPull{}
+		if _, err := install.RunWithContext(ctx, chrt, values); err != nil {
+			return fmt.Errorf("installing %s as %s/%s: %w", c.Ref(), c.Namespace, c.Release, err)
+		}
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading release %s/%s: %w", c.Namespace, c.Release, err)
+	}
+	upgrade := action.NewUpgrade(cfg)
+	upgrade.Namespace, upgrade.Wait, upgrade.Timeout, upgrade.MaxHistory = c.Namespace, true, chartTimeout, 5
+	upgrade.PostRenderer = neverPull{}
+	if _, err := upgrade.RunWithContext(ctx, c.Release, chrt, values); err != nil {
+		return fmt.Errorf("upgrading %s/%s to %s: %w", c.Namespace, c.Release, c.Ref(), err)
+	}
 	return nil
+}
+
+// neverPull sets imagePullPolicy IfNotPresent on every container a chart renders. Every image
+// is pulled on the host and loaded into the nodes before the install, and with the egress
+// guard on a node cannot reach a registry: a chart default of Always would make the kubelet
+// ask the registry anyway and fail with ErrImagePull although the image is there.
+type neverPull struct{}
+
+func (neverPull) Run(rendered *bytes.Buffer) (*bytes.Buffer, error) {
+	objs, err := kube.Decode(rendered.Bytes())
+	if err != nil {
+		return nil, fmt.Errorf("reading the rendered chart: %w", err)
+	}
+	var out bytes.Buffer
+	for _, o := range objs {
+		setPullPolicy(o.Object)
+		data, err := yaml.Marshal(o.Object)
+		if err != nil {
+			return nil, err
+		}
+		out.WriteString("---\n")
+		out.Write(data)
+	}
+	return &out, nil
+}
+
+func setPullPolicy(v any) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, c := range t {
+			if k == "containers" || k == "initContainers" || k == "ephemeralContainers" {
+				if list, ok := c.([]any); ok {
+					for _, item := range list {
+						if m, ok := item.(map[string]any); ok {
+							if _, ok := m["image"]; ok {
+								m["imagePullPolicy"] = "IfNotPresent"
+							}
+						}
+					}
+				}
+			}
+			setPullPolicy(c)
+		}
+	case []any:
+		for _, c := range t {
+			setPullPolicy(c)
+		}
+	}
 }
 
 // RenderChart renders a chart client-side the way the cluster would get it, hooks included
