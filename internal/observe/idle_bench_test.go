@@ -30,7 +30,8 @@ func cpuTime(b *testing.B) time.Duration {
 
 // BenchmarkIdleDashboard measures the CPU the dashboard costs on an idle sandbox of 2 models ×
 // 4 pods: informers on a real kube-apiserver (a separate process, not counted), pod metrics
-// scraped every 2 s from 8 real simulators on loopback, two followed decision streams, and the
+// scraped every 2 s from 8 real simulators on loopback, two followed decision streams (with a
+// backlog of 100 decisions each), and the
 // Bubble Tea program rendering every snapshot. Each iteration is one second of wall time;
 // run with -benchtime=20x. cpu-%-of-core is this process's CPU over that time, minus what the
 // idle simulators and servers cost on their own (measured first, reported as baseline-%).
@@ -48,6 +49,11 @@ func BenchmarkIdleDashboard(b *testing.B) {
 			w.AddPod(b, model, name, []string{"w1", "w2"}[j%2], fmt.Sprintf("10.0.%d.%d", i+1, j+1))
 		}
 		ring := decision.NewRing(1024)
+		// The backlog a picker hands a new follower: the routing view has rows to lay out.
+		for k := range 100 {
+			ring.Add(&decision.Record{Time: time.Now().Add(time.Duration(k-100) * time.Second), Model: model, Status: "success",
+				Endpoint: fmt.Sprintf("10.0.%d.%d:5000", i+1, k%4+1), Name: fmt.Sprintf("%s-%d-0-rank-0", model, k%4)})
+		}
 		ts := httptest.NewServer(ring.Handler())
 		b.Cleanup(ts.Close)
 		pickers[model] = ts.URL

@@ -6,6 +6,7 @@ package tui
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,6 +87,10 @@ type Model struct {
 
 	snap observe.Snapshot
 	have bool
+	// gen counts snapshots; rc caches rows per snapshot (shared by the model's copies, which
+	// Bubble Tea makes on every update, and keyed so a copy never sees another's rows).
+	gen int
+	rc  *rowCache
 
 	view   View
 	cursor [numViews]int
@@ -109,7 +114,7 @@ func New(o Options) Model {
 	if o.MetricsStaleAfter <= 0 {
 		o.MetricsStaleAfter = 6 * time.Second
 	}
-	return Model{o: o, st: newStyles(o.Color), width: 80, height: 24}
+	return Model{o: o, st: newStyles(o.Color), width: 80, height: 24, rc: &rowCache{}}
 }
 
 // Init implements tea.Model.
@@ -139,7 +144,28 @@ func (m Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.width, m.height = msg.Width, msg.Height
 		m.clamp()
 	case SnapshotMsg:
+		// The selected row stays selected when rows come and go around it; at the top of a
+		// newest-first stream the cursor stays on top and follows the stream instead.
+		var keep [numViews]string
+		for v := range numViews {
+			if m.cursor[v] > 0 || (v != ViewRouting && v != ViewScaling) {
+				keep[v] = m.selectedKey(v)
+			}
+		}
 		m.snap, m.have = msg.Snapshot, true
+		m.gen++
+		for v := range numViews {
+			if keep[v] == "" {
+				continue
+			}
+			saved := m.view
+			m.view = v
+			if i := slices.Index(m.rows().key, keep[v]); i >= 0 {
+				m.offset[v] += i - m.cursor[v] // the row keeps its place on screen
+				m.cursor[v] = i
+			}
+			m.view = saved
+		}
 		m.clamp()
 	case loadMsg:
 		if m.load == nil || m.load.ch != msg.ch {
@@ -329,6 +355,18 @@ func (m Model) selectedPod() (observe.PodView, bool) {
 		}
 	}
 	return observe.PodView{}, false
+}
+
+// selectedKey is the identity of view v's selected row ("" when none).
+func (m Model) selectedKey(v View) string {
+	saved := m.view
+	m.view = v
+	r := m.rows()
+	m.view = saved
+	if c := m.cursor[v]; c >= 0 && c < len(r.key) {
+		return r.key[c]
+	}
+	return ""
 }
 
 // clamp keeps the cursor on a row and the row on screen.

@@ -251,3 +251,25 @@ func TestContextLineOfAModelWithoutAutoscaling(t *testing.T) {
 		t.Fatalf("context line of a fixed-size model:\n%s", v)
 	}
 }
+
+func TestSelectionSurvivesNewDecisions(t *testing.T) {
+	m := update(t, New(Options{Name: "dash"}), SnapshotMsg{fixture()})
+	m = update(t, m, keys("3", "down", "down")...)
+	before := m.selectedKey(ViewRouting)
+	s := fixture()
+	for i := range 3 {
+		s.Decisions = append(s.Decisions, observe.Decision{Seq: uint64(200 + i), Time: clock.Add(time.Duration(i) * time.Millisecond),
+			Model: "phi-4-mini", Pod: "phi-4-mini-1-0", Status: "success"})
+	}
+	m = update(t, m, SnapshotMsg{s})
+	if got := m.selectedKey(ViewRouting); got != before || m.cursor[ViewRouting] != 5 {
+		t.Fatalf("after 3 new decisions the selection is %q at %d, want %q at 5", got, m.cursor[ViewRouting], before)
+	}
+	// At the top, the cursor follows the newest decision.
+	m = update(t, m, keys("g")...)
+	s.Decisions = append(s.Decisions, observe.Decision{Seq: 300, Time: clock.Add(time.Second), Model: "phi-4-mini", Pod: "phi-4-mini-2-0", Status: "success"})
+	m = update(t, m, SnapshotMsg{s})
+	if m.cursor[ViewRouting] != 0 || !strings.Contains(m.selectedKey(ViewRouting), "/300/") {
+		t.Fatalf("at the top the cursor is at %d on %q, want the newest decision", m.cursor[ViewRouting], m.selectedKey(ViewRouting))
+	}
+}

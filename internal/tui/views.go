@@ -26,8 +26,28 @@ func (r *rowSet) add(key, namespace, model string, bad bool, cells ...string) {
 	r.bad = append(r.bad, bad)
 }
 
+// rowCache keeps each view's rows for the current snapshot and filter: key handling, layout
+// and rendering all ask for them, and a busy routing view has hundreds.
+type rowCache struct {
+	gen    [numViews]int
+	filter [numViews]string
+	rows   [numViews]*rowSet
+}
+
 // rows returns the current view's rows, filtered.
 func (m Model) rows() rowSet {
+	c := m.rc
+	if c != nil && c.rows[m.view] != nil && c.gen[m.view] == m.gen && c.filter[m.view] == m.filter[m.view] {
+		return *c.rows[m.view]
+	}
+	r := m.buildRows()
+	if c != nil {
+		c.gen[m.view], c.filter[m.view], c.rows[m.view] = m.gen, m.filter[m.view], &r
+	}
+	return r
+}
+
+func (m Model) buildRows() rowSet {
 	var r rowSet
 	switch m.view {
 	case ViewModels:
