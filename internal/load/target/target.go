@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/inference-sandbox/sandbox/internal/cluster"
 	"github.com/inference-sandbox/sandbox/internal/kube"
@@ -50,6 +51,13 @@ func Resolve(ctx context.Context, r Request) (*Target, error) {
 		cerr = fmt.Errorf("sandbox %q: %w (is it up? run `sandbox up`)", r.Sandbox, cerr)
 	} else {
 		t.Client = c
+	}
+	if t.URL != "" && t.Client != nil && r.Namespace == models.DefaultNamespace {
+		// --url may name the sandbox's own gateway (`--url $(sandbox endpoint)`): then the pods'
+		// counters still describe this traffic.
+		if port, err := cluster.New(progress.Discard()).GatewayPort(ctx, r.Sandbox); err == nil {
+			t.Own = strings.TrimRight(t.URL, "/") == fmt.Sprintf("http://127.0.0.1:%d", port)
+		}
 	}
 	if t.URL == "" {
 		if r.Namespace != models.DefaultNamespace {
