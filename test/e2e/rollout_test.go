@@ -22,7 +22,8 @@ import (
 // (preStop sleep, or the gateway's own drain) and stops gracefully.
 func TestRollingRestart(t *testing.T) {
 	f := features.New("rolling restart").
-		WithLabel("tier", "pr").WithLabel("area", "gateway").
+		// The deployments it restarts are the offline profile's.
+		WithLabel("tier", "pr").WithLabel("area", "gateway").WithLabel("profile", "offline").
 		Assess("restarting authz, BBR, the endpoint picker, the gateway and model-not-found fails no request", func(ctx context.Context, t *testing.T, cfg *envconf.Config) context.Context {
 			c, err := kube.NewForConfig(cfg.Client().RESTConfig())
 			if err != nil {
