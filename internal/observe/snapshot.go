@@ -159,6 +159,9 @@ type ScalingEvent struct {
 	Threshold float64
 	Pod       string
 	Message   string
+	// Past is an entry read from the HPA's events of before the watcher started: From and the
+	// reading are unknown.
+	Past bool
 
 	// confirmed: the HPA's status has reported the reading behind this change.
 	confirmed bool

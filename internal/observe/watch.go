@@ -100,6 +100,9 @@ type Watcher struct {
 	followers map[string]context.CancelFunc
 	streaming map[string]bool // namespace/model -> stream connected
 
+	// started is when Run began; what happened before is known only from events.
+	started time.Time
+
 	isInf, podInf, nodeInf, hpaInf cache.SharedIndexInformer
 	scraper                        *podmetrics.Scraper
 }
@@ -152,6 +155,9 @@ func ServiceProxyStream(cs kubernetes.Interface) OpenStream {
 func (w *Watcher) Run(ctx context.Context, sink func(Snapshot)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	w.mu.Lock()
+	w.started = w.o.Now()
+	w.mu.Unlock()
 	factory := informers.NewSharedInformerFactoryWithOptions(w.o.Clientset, 0)
 	modelPods := informers.NewSharedInformerFactoryWithOptions(w.o.Clientset, 0,
 		informers.WithTweakListOptions(func(lo *metav1.ListOptions) { lo.LabelSelector = inferenceset.LabelCreatedBy }))
@@ -573,7 +579,7 @@ func (w *Watcher) Snapshot() Snapshot {
 		Streaming: w.streaming, Decisions: w.decisions}
 	snap := Build(in)
 	snap.Decisions = podNames(newest(w.decisions, maxDecisions), pods)
-	snap.Scaling = append([]ScalingEvent(nil), newest(w.scaling, maxScaling)...)
+	snap.Scaling = append(pastScaling(hpas, w.events, w.started), newest(w.scaling, maxScaling)...)
 	for i := range snap.Scaling {
 		if why := rescaleEvent(snap.Scaling[i], hpas, w.events); why != "" {
 			snap.Scaling[i].Message = why
@@ -635,10 +641,38 @@ func hpaMetric(h *autoscalingv2.HorizontalPodAutoscaler) (float64, bool) {
 	return 0, false
 }
 
+// pastScaling turns the HPAs' SuccessfulRescale events from before the watcher started (the
+// API server keeps events for an hour) into timeline entries, so the timeline has a history.
+func pastScaling(hpas []*autoscalingv2.HorizontalPodAutoscaler, events map[string][]EventLine, started time.Time) []ScalingEvent {
+	var out []ScalingEvent
+	for _, h := range hpas {
+		if h.Spec.ScaleTargetRef.Kind != "InferenceSet" {
+			continue
+		}
+		for _, l := range events[h.Namespace+"/"+h.Name] {
+			var to int32
+			if l.Reason != "SuccessfulRescale" || !l.Time.Before(started) {
+				continue
+			}
+			if _, err := fmt.Sscanf(l.Message, "New size: %d;", &to); err != nil {
+				continue
+			}
+			kind := KindScaleUp
+			if strings.Contains(l.Message, "below target") {
+				kind = KindScaleDown
+			}
+			out = append(out, ScalingEvent{Time: l.Time, Model: h.Spec.ScaleTargetRef.Name, Kind: kind, To: to,
+				Message: l.Message, Past: true, confirmed: true})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out
+}
+
 // rescaleEvent is the HPA's SuccessfulRescale event for a replica change ("New size: 3;
 // reason: external metric ... above target"), which says why better than its conditions do.
 func rescaleEvent(ev ScalingEvent, hpas []*autoscalingv2.HorizontalPodAutoscaler, events map[string][]EventLine) string {
-	if ev.Kind == KindUnschedulable {
+	if ev.Kind == KindUnschedulable || ev.Past {
 		return ""
 	}
 	prefix := fmt.Sprintf("New size: %d;", ev.To)

@@ -81,6 +81,15 @@ func TestWatcherFollowsTheStack(t *testing.T) {
 			w.addPod(t, model, p.Name, []string{"w1", "w2"}[j], "10.0."+string(rune('1'+i))+"."+string(rune('1'+j)))
 		}
 	}
+	// A scale-up of ten minutes ago, before the dashboard started: only its event tells.
+	_, err := w.cs.CoreV1().Events(stacktest.Namespace).Create(w.ctx, &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Name: "keda-hpa-phi-4-mini.0", Namespace: stacktest.Namespace},
+		InvolvedObject: corev1.ObjectReference{Kind: "HorizontalPodAutoscaler", Namespace: stacktest.Namespace, Name: "keda-hpa-phi-4-mini"},
+		Reason:         "SuccessfulRescale", Type: corev1.EventTypeNormal, Count: 1,
+		LastTimestamp: metav1.NewTime(time.Now().Add(-10 * time.Minute)),
+		Message:       "New size: 2; reason: external metric s0-vllm-num_requests_waiting(nil) above target",
+	}, metav1.CreateOptions{})
+	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	var got latest
 	done := make(chan struct{})
@@ -93,6 +102,15 @@ func TestWatcherFollowsTheStack(t *testing.T) {
 	got.eventually(t, "models, pods and live sources", func(s Snapshot) (bool, string) {
 		return len(s.Models) == 2 && len(s.Pods) == 4 && modelOf(s, "phi-4-mini").DecisionSource == SourceStream &&
 			!podOf(s, "phi-4-mini-0-0").Metrics.Updated.IsZero(), "models " + fmtModels(s)
+	})
+
+	got.eventually(t, "the past scale-up from the HPA's event", func(s Snapshot) (bool, string) {
+		for _, e := range s.Scaling {
+			if e.Past && e.Model == "phi-4-mini" && e.Kind == KindScaleUp && e.To == 2 {
+				return true, ""
+			}
+		}
+		return false, "no past entry"
 	})
 
 	chat(t, stack.URL, "phi-4-mini", 20)
@@ -168,7 +186,7 @@ func TestWatcherFollowsTheStack(t *testing.T) {
 		return false, "no scale-up"
 	})
 	// Its SuccessfulRescale event says why in its own words.
-	_, err := w.cs.CoreV1().Events(stacktest.Namespace).Create(w.ctx, &corev1.Event{
+	_, err = w.cs.CoreV1().Events(stacktest.Namespace).Create(w.ctx, &corev1.Event{
 		ObjectMeta:     metav1.ObjectMeta{Name: "keda-hpa-phi-4-mini.1", Namespace: stacktest.Namespace},
 		InvolvedObject: corev1.ObjectReference{Kind: "HorizontalPodAutoscaler", Namespace: stacktest.Namespace, Name: "keda-hpa-phi-4-mini"},
 		Reason:         "SuccessfulRescale", Type: corev1.EventTypeNormal, LastTimestamp: metav1.Now(), Count: 1,

@@ -77,6 +77,8 @@ func fixture() observe.Snapshot {
 		s.Decisions = append(s.Decisions, d)
 	}
 	s.Scaling = []observe.ScalingEvent{
+		{Time: clock.Add(-40 * time.Minute), Model: "phi-4-mini", Kind: observe.KindScaleDown, To: 1, Past: true,
+			Message: "New size: 1; reason: All metrics below target"},
 		{Time: clock.Add(-3 * time.Minute), Model: "phi-4-mini", Kind: observe.KindScaleUp, From: 1, To: 2,
 			Metric: "vllm:num_requests_waiting", Value: 14, HasValue: true, Threshold: 10,
 			Message: "New size: 2; reason: external metric above target"},

@@ -221,10 +221,19 @@ func (m Model) scalingRows() rowSet {
 				arrow = "↓"
 			}
 			change = fmt.Sprintf("%s %d→%d", arrow, e.From, e.To)
+			if e.Past {
+				change = fmt.Sprintf("%s →%d", arrow, e.To)
+			}
 			if e.HasValue {
 				metric = num(e.Value) + "/" + num(e.Threshold)
 			}
-			detail = strings.TrimSuffix(e.Metric+" · "+e.Message, " · ")
+			var parts []string
+			for _, p := range []string{e.Metric, e.Message} {
+				if p != "" {
+					parts = append(parts, p)
+				}
+			}
+			detail = strings.Join(parts, " · ")
 		}
 		r.add(fmt.Sprintf("%s/%s/%s", e.Time, e.Model, e.Pod), "", e.Model, e.Kind == observe.KindUnschedulable,
 			m.clock(e.Time), e.Model, change, metric, detail)
