@@ -34,7 +34,7 @@ type Options struct {
 // NewCommand returns `stackd gateway` (the data plane) with `stackd gateway controller`.
 func NewCommand() *cobra.Command {
 	o := Options{Port: 8080, HealthPort: 8081, Drain: Drain{Delay: 5 * time.Second, Timeout: 25 * time.Second}, Config: Config{
-		AuthzTimeout: 5 * time.Second, BBRTimeout: 5 * time.Second, PickerTimeout: 10 * time.Second,
+		AuthzTimeout: 5 * time.Second, BBRTimeout: 5 * time.Second, PickerTimeout: 10 * time.Second, ReconnectWait: DefaultReconnectWait,
 		MaxBodyBytes: DefaultMaxBodyBytes, DialTimeout: 5 * time.Second, BackendTimeout: 10 * time.Minute,
 	}}
 	cmd := &cobra.Command{
@@ -67,6 +67,8 @@ The controller subcommand gives every Gateway of the class its own data plane.`,
 	f.StringVar(&c.BBRAddress, "bbr-address", "", "body-based router ext_proc server, host:port (empty: no BBR)")
 	f.DurationVar(&c.BBRTimeout, "bbr-timeout", c.BBRTimeout, "how long BBR may take to answer")
 	f.DurationVar(&c.PickerTimeout, "epp-timeout", c.PickerTimeout, "how long an endpoint picker may take to answer")
+	f.DurationVar(&c.ReconnectWait, "epp-reconnect-wait", c.ReconnectWait,
+		"how long a request waits for a new connection to an endpoint picker whose connection failed before the request reached it")
 	f.BoolVar(&c.SkipPickerResponse, "epp-skip-response", false, "do not send responses through the endpoint picker")
 	f.Int64Var(&c.MaxBodyBytes, "max-request-body-bytes", c.MaxBodyBytes, "largest request body; larger ones get 413")
 	f.DurationVar(&c.DialTimeout, "dial-timeout", c.DialTimeout, "timeout of connecting to a model endpoint")

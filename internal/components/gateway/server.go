@@ -50,6 +50,10 @@ const (
 
 	// DefaultMaxBodyBytes matches BBR's limit: a bigger body could not be routed anyway.
 	DefaultMaxBodyBytes = 16 << 20
+	// DefaultReconnectWait covers a picker process restarting in place or a Service moving to
+	// a new pod, while a picker that is really gone costs each request at most this before
+	// the pool's failure mode applies.
+	DefaultReconnectWait = 250 * time.Millisecond
 )
 
 // Config configures the data plane of one Gateway.
@@ -100,7 +104,7 @@ func (c *Config) defaults() {
 		c.PickerTimeout = 10 * time.Second // upstream's EPP gRPC timeout (llm-d-facts §2.2)
 	}
 	if c.ReconnectWait <= 0 {
-		c.ReconnectWait = 250 * time.Millisecond
+		c.ReconnectWait = DefaultReconnectWait
 	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
@@ -233,12 +237,9 @@ func (s *Server) serve(w *responseWriter, r *http.Request) error {
 			return unavailable(r, fmt.Errorf("%s has no ready endpoint", b))
 		}
 		fr := forwardRequest{noBody: noBody, dests: []string{pickOne(b.Addresses)}}
-		if _, direct := body.(*clientBody); direct && (r.ContentLength < 0 || r.ContentLength > extproc.MaxChunk) {
+		if _, direct := body.(*clientBody); direct {
 			fr.stream = true
 		} else if !noBody {
-			// A small body of known length is read first, so that it leaves in the same
-			// write as the request headers (net/http flushes the headers on their own when
-			// the body is a stream) and a refused connection can try another endpoint.
 			payload, err := readAll(body, s.cfg.MaxBodyBytes)
 			if err != nil {
 				return err
