@@ -1,6 +1,7 @@
 package models
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -69,6 +70,8 @@ type DeployOptions struct {
 	MinReplicas, MaxReplicas int
 	// LatencyProfile and LatencyCalculator choose the simulator latency model; empty: auto.
 	LatencyProfile, LatencyCalculator string
+	// SimulatorArgs are extra simulator flags for every replica ("--max-num-seqs 4 ...").
+	SimulatorArgs string
 	// EPPImage is the endpoint picker image (offline: the stackd image). Empty: the image the
 	// cluster's InferenceSet controller runs.
 	EPPImage string
@@ -94,6 +97,16 @@ func (o DeployOptions) Validate() error {
 	}
 	if o.Replicas < 0 {
 		return fmt.Errorf("--replicas must not be negative, got %d", o.Replicas)
+	}
+	if o.SimulatorArgs != "" {
+		// The controller's own check, on the InferenceSet these options render.
+		is := &inferenceset.InferenceSet{}
+		is.Name = o.Name
+		is.Spec.Template.Inference.Preset = &inferenceset.Preset{Name: cmp.Or(o.Preset, PresetFor(o.Name))}
+		is.Annotations = map[string]string{inferenceset.AnnotationSimulatorArgs: o.SimulatorArgs}
+		if err := inferenceset.Validate(is); err != nil {
+			return fmt.Errorf("--sim-args: %w", err)
+		}
 	}
 	if !o.Autoscaled() {
 		if o.MinReplicas != 0 {
@@ -127,6 +140,7 @@ func chartValues(o DeployOptions) map[string]any {
 		"replicas":          o.Replicas,
 		"latencyProfile":    o.LatencyProfile,
 		"latencyCalculator": o.LatencyCalculator,
+		"simulatorArgs":     o.SimulatorArgs,
 		"enableScaling":     o.Autoscaled(),
 		"epp":               map[string]any{"image": map[string]any{"repository": o.EPPImage}},
 	}

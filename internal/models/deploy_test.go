@@ -178,7 +178,7 @@ func TestModeldeploymentRendersDefaultModel(t *testing.T) {
 
 func TestModeldeploymentFixedReplicasAndLatency(t *testing.T) {
 	o := DeployOptions{Name: "phi-4-mini", Namespace: "models", Replicas: 3, LatencyProfile: "70b-tp8",
-		LatencyCalculator: "constant", EPPImage: "stackd:test"}
+		LatencyCalculator: "constant", SimulatorArgs: "--max-num-seqs 4 --kv-cache-size=96", EPPImage: "stackd:test"}
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -191,8 +191,9 @@ func TestModeldeploymentFixedReplicasAndLatency(t *testing.T) {
 		t.Errorf("scaling annotations without autoscaling: %v", isObj.GetAnnotations())
 	}
 	ann := field[map[string]any](t, isObj, "spec", "template", "metadata", "annotations")
-	if ann[inferenceset.AnnotationLatencyProfile] != "70b-tp8" || ann[inferenceset.AnnotationLatencyCalculator] != "constant" {
-		t.Errorf("latency annotations %v", ann)
+	if ann[inferenceset.AnnotationLatencyProfile] != "70b-tp8" || ann[inferenceset.AnnotationLatencyCalculator] != "constant" ||
+		ann[inferenceset.AnnotationSimulatorArgs] != o.SimulatorArgs {
+		t.Errorf("latency and simulator annotations %v", ann)
 	}
 	if field[int64](t, isObj, "spec", "replicas") != 3 {
 		t.Error("replicas not 3")
@@ -205,13 +206,14 @@ func TestModeldeploymentSchemaRejectsBadValues(t *testing.T) {
 		mutate func(map[string]any)
 		want   string
 	}{
-		"unknown key":        {func(v map[string]any) { v["replica"] = 2 }, "invalid values"},
-		"no model":           {func(v map[string]any) { v["model"] = "" }, "model"},
-		"negative replicas":  {func(v map[string]any) { v["replicas"] = -1 }, "replicas"},
-		"replicas as string": {func(v map[string]any) { v["replicas"] = "2" }, "replicas"},
-		"bad name":           {func(v map[string]any) { v["name"] = "Phi_4" }, "name"},
-		"name too long":      {func(v map[string]any) { v["name"] = strings.Repeat("m", 41) }, "name"},
-		"bad profile":        {func(v map[string]any) { v["latencyProfile"] = "b200" }, "latencyProfile"},
+		"unknown key":              {func(v map[string]any) { v["replica"] = 2 }, "invalid values"},
+		"no model":                 {func(v map[string]any) { v["model"] = "" }, "model"},
+		"negative replicas":        {func(v map[string]any) { v["replicas"] = -1 }, "replicas"},
+		"replicas as string":       {func(v map[string]any) { v["replicas"] = "2" }, "replicas"},
+		"bad name":                 {func(v map[string]any) { v["name"] = "Phi_4" }, "name"},
+		"name too long":            {func(v map[string]any) { v["name"] = strings.Repeat("m", 41) }, "name"},
+		"bad profile":              {func(v map[string]any) { v["latencyProfile"] = "b200" }, "latencyProfile"},
+		"simulator args not flags": {func(v map[string]any) { v["simulatorArgs"] = "max-num-seqs 4" }, "simulatorArgs"},
 		"bad failure mode": {func(v map[string]any) {
 			v["epp"].(map[string]any)["failureMode"] = "Retry"
 		}, "failureMode"},
@@ -238,6 +240,8 @@ func TestDeployOptionsValidate(t *testing.T) {
 		"long name":         {Name: strings.Repeat("m", 41), Namespace: "models", Replicas: 1},
 		"bad namespace":     {Name: "m", Namespace: "", Replicas: 1},
 		"negative replicas": {Name: "m", Namespace: "models", Replicas: -1},
+		"bad sim args":      {Name: "m", Namespace: "models", Replicas: 1, SimulatorArgs: "--max-num-seqs many"},
+		"reserved sim arg":  {Name: "m", Namespace: "models", Replicas: 1, SimulatorArgs: "--port 1"},
 		"min without max":   {Name: "m", Namespace: "models", Replicas: 1, MinReplicas: 1},
 		"max of one":        {Name: "m", Namespace: "models", Replicas: 1, MaxReplicas: 1},
 		"max below min":     {Name: "m", Namespace: "models", Replicas: 3, MinReplicas: 3, MaxReplicas: 2},

@@ -54,6 +54,7 @@ type DeployOptions struct {
 	MinReplicas       int
 	MaxReplicas       int
 	LatencyProfile    string
+	SimulatorArgs     string
 	LatencyCalculator string
 	Wait              time.Duration
 }
@@ -78,7 +79,11 @@ A namespace without a gateway gets one (the modelharness release) first.`,
   sandbox model deploy big --preset llama-3.3-70b-instruct --replicas 3 --latency-profile 70b-tp8
 
   # autoscaled between 1 and 4, in another namespace
-  sandbox model deploy phi-4-mini --min-replicas 1 --max-replicas 4 --namespace team-a`,
+  sandbox model deploy phi-4-mini --min-replicas 1 --max-replicas 4 --namespace team-a
+
+  # four replicas shaped like issue #5's picker benchmark (small KV cache, per-token prefill)
+  sandbox model deploy bench --replicas 4 --sim-args "--max-num-seqs 4 --kv-cache-size 96 --block-size 16 \
+    --prefill-overhead 10ms --prefill-time-per-token 1ms --inter-token-latency 5ms --time-factor-under-load 1.5"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
@@ -96,6 +101,7 @@ A namespace without a gateway gets one (the modelharness release) first.`,
 	fl.StringVarP(&opts.Namespace, "namespace", "n", opts.Namespace, "workload namespace")
 	fl.StringVar(&opts.LatencyProfile, "latency-profile", "", "simulator latency: auto, small-l40s, 8b-h100 or 70b-tp8 (default auto)")
 	fl.StringVar(&opts.LatencyCalculator, "latency-calculator", "", "simulator latency model: per-token or constant (default per-token)")
+	fl.StringVar(&opts.SimulatorArgs, "sim-args", "", "extra simulator flags for every replica, e.g. \"--max-num-seqs 4 --kv-cache-size 96 --block-size 16\"")
 	fl.DurationVar(&opts.Wait, "wait", opts.Wait, "how long to wait for the model to serve (0: do not wait)")
 	return cmd
 }
@@ -104,7 +110,7 @@ func (o *DeployOptions) deployOptions() models.DeployOptions {
 	return models.DeployOptions{
 		Name: o.Name, Namespace: o.Namespace, Preset: o.Preset, Replicas: o.Replicas,
 		MinReplicas: o.MinReplicas, MaxReplicas: o.MaxReplicas,
-		LatencyProfile: o.LatencyProfile, LatencyCalculator: o.LatencyCalculator,
+		LatencyProfile: o.LatencyProfile, LatencyCalculator: o.LatencyCalculator, SimulatorArgs: o.SimulatorArgs,
 		Kubeconfig: o.Factory.KubeconfigPath(), Wait: o.Wait,
 	}
 }

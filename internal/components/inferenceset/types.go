@@ -36,6 +36,10 @@ const (
 	// model, as the upstream gpu-node-mocker reads them (upstream-production-stack.md §4.4).
 	AnnotationLatencyProfile    = "kaito.sh/latency-profile"
 	AnnotationLatencyCalculator = "kaito.sh/latency-calculator"
+	// AnnotationSimulatorArgs adds flags to every replica's simulator (space-separated, after
+	// the defaults so they win), e.g. "--max-num-seqs 4 --kv-cache-size 96": the sandbox's own
+	// knob for reproducing a benchmark's model servers; upstream KAITO has no such annotation.
+	AnnotationSimulatorArgs = "sandbox.kaito.sh/simulator-args"
 
 	// ConditionReady is upstream's InferenceSetReady condition with its reasons.
 	ConditionReady    = "InferenceSetReady"

@@ -105,6 +105,19 @@ func Validate(is *InferenceSet) error {
 	if calc != "" && calc != sim.CalculatorPerToken && calc != sim.CalculatorConstant {
 		return fmt.Errorf("annotation %s=%q: must be %s or %s", AnnotationLatencyCalculator, calc, sim.CalculatorPerToken, sim.CalculatorConstant)
 	}
+	if extra := extraSimArgs(is); len(extra) > 0 {
+		for _, a := range extra {
+			name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+			if strings.HasPrefix(a, "-") && slices.Contains(reservedSimFlags, name) {
+				return fmt.Errorf("annotation %s: --%s is set by the controller (the pool, the probes and the router rely on it)", AnnotationSimulatorArgs, name)
+			}
+		}
+		// The replica's flags as a whole must parse, so that a typo is reported here instead of
+		// as crash-looping pods.
+		if _, err := sim.ParseArgs(SimArgs(is, DefaultOptions())[1:], func(string) string { return "" }); err != nil {
+			return fmt.Errorf("annotation %s=%q: %w", AnnotationSimulatorArgs, strings.Join(extra, " "), err)
+		}
+	}
 	if len(ReplicaName(is.Name, 999)) > 52 {
 		// StatefulSet pods get a controller-revision-hash label of name+hash, capped at 63.
 		return fmt.Errorf("name %q is too long: at most 48 characters", is.Name)
@@ -132,7 +145,21 @@ func SimArgs(is *InferenceSet, o Options) []string {
 	if calc != "" {
 		args = append(args, "--latency-calculator", calc)
 	}
-	return args
+	return append(args, extraSimArgs(is)...)
+}
+
+// reservedSimFlags are the simulator flags the InferencePool, probes and routes depend on.
+var reservedSimFlags = []string{"port", "model", "served-model-name", "data-parallel-size", "config"}
+
+// extraSimArgs are the simulator flags the InferenceSet's annotation adds.
+func extraSimArgs(is *InferenceSet) []string {
+	var v string
+	for _, a := range []map[string]string{is.Annotations, is.Spec.Template.Metadata.Annotations} {
+		if s := a[AnnotationSimulatorArgs]; s != "" {
+			v = s
+		}
+	}
+	return strings.Fields(v)
 }
 
 // replicaSelector selects replica name's pods; it is immutable once the StatefulSet exists.

@@ -270,3 +270,35 @@ func TestReplicaReadyIgnoresStaleStatus(t *testing.T) {
 		t.Error("a rolling replica counted as ready")
 	}
 }
+
+func TestSimulatorArgsAnnotation(t *testing.T) {
+	is := &InferenceSet{}
+	is.Name = "bench"
+	is.Spec.Template.Inference.Preset = &Preset{Name: "phi-4-mini-instruct"}
+	is.Spec.Template.Metadata.Annotations = map[string]string{AnnotationSimulatorArgs: " --max-num-seqs 4  --kv-cache-size=96 --prefill-time-per-token 1ms "}
+	if err := Validate(is); err != nil {
+		t.Fatal(err)
+	}
+	args := SimArgs(is, DefaultOptions())
+	cfg, err := sim.ParseArgs(args[1:], func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The annotation comes after the defaults, so it wins over the controller's --max-num-seqs 5.
+	if cfg.MaxNumSeqs != 4 || cfg.KVCacheSize != 96 || cfg.Port != ServingPort {
+		t.Fatalf("max-num-seqs %d, kv-cache-size %d, port %d from %q", cfg.MaxNumSeqs, cfg.KVCacheSize, cfg.Port, args)
+	}
+
+	for annotation, want := range map[string]string{
+		"--max-num-seqs four":   "max-num-seqs",
+		"--no-such-flag 1":      "no-such-flag",
+		"--port 8000":           "--port is set by the controller",
+		"--served-model-name x": "--served-model-name is set by the controller",
+	} {
+		is.Spec.Template.Metadata.Annotations[AnnotationSimulatorArgs] = annotation
+		err := Validate(is)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), AnnotationSimulatorArgs) {
+			t.Errorf("%q: error %v, want one naming %q and the annotation", annotation, err, want)
+		}
+	}
+}
