@@ -18,7 +18,6 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/load"
 	"github.com/inference-sandbox/sandbox/internal/models"
 	"github.com/inference-sandbox/sandbox/internal/observe"
-	"github.com/inference-sandbox/sandbox/internal/observe/podmetrics"
 	"github.com/inference-sandbox/sandbox/internal/progress"
 	"github.com/inference-sandbox/sandbox/internal/tui"
 )
@@ -90,7 +89,10 @@ func run(ctx context.Context, f *cmdutil.Factory, opts *Options) error {
 	var ld tui.Loader
 	if port, err := cluster.New(progress.Discard()).GatewayPort(ctx, f.Name); err == nil {
 		endpoints[models.DefaultNamespace] = fmt.Sprintf("http://127.0.0.1:%d", port)
-		ld = &loader{client: client, url: endpoints[models.DefaultNamespace], concurrency: opts.LoadConcurrency, duration: opts.LoadDuration}
+		ld = &loader{url: endpoints[models.DefaultNamespace], concurrency: opts.LoadConcurrency, duration: opts.LoadDuration,
+			key: func(ctx context.Context, namespace string) (string, error) {
+				return models.APIKey(ctx, client, namespace)
+			}}
 	}
 	m := tui.New(tui.Options{Name: f.Name, Color: f.IOStreams.ColorEnabled(), Loader: ld})
 	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithContext(ctx),
@@ -114,8 +116,8 @@ func run(ctx context.Context, f *cmdutil.Factory, opts *Options) error {
 
 // loader runs `sandbox load`'s engine on the model the user picked, through the gateway.
 type loader struct {
-	client      *kube.Client
 	url         string
+	key         func(ctx context.Context, namespace string) (string, error)
 	concurrency int
 	duration    time.Duration
 }
@@ -134,14 +136,13 @@ func (l *loader) Start(ctx context.Context, namespace, model string) <-chan tui.
 			ch <- tui.LoadUpdate{Err: fmt.Errorf("only namespace %s's gateway is published on this machine", models.DefaultNamespace)}
 			return
 		}
-		key, err := models.APIKey(ctx, l.client, namespace)
+		key, err := l.key(ctx, namespace)
 		if err != nil {
 			ch <- tui.LoadUpdate{Err: err}
 			return
 		}
 		cfg := load.Config{URL: l.url, APIKey: key, Model: model, Concurrency: l.concurrency,
-			Duration: l.duration, Stream: true, Workload: load.DefaultWorkload(), MaxTokens: 64,
-			PodCounter: podmetrics.NewModelCounter(l.client.Clientset, namespace, model)}
+			Duration: l.duration, Stream: true, Workload: load.DefaultWorkload(), MaxTokens: 64}
 		if err := cfg.Validate(); err != nil {
 			ch <- tui.LoadUpdate{Err: err}
 			return
