@@ -10,13 +10,17 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X github.com/inference-sandbox/sandbox/internal/versions.Sandbox=$(VERSION)
 export CGO_ENABLED := 0
 
-.PHONY: all build setup node-image up down status test unit fuzz e2e e2e-nightly lint clean
+.PHONY: all build generate setup node-image up down status test unit fuzz e2e e2e-nightly lint clean
 
 all: build
 
 ## build: compile bin/sandbox and bin/stackd (static)
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/sandbox ./cmd/stackd
+
+## generate: regenerate the API types' DeepCopy methods (controller-gen, from the Go module proxy)
+generate:
+	$(GO) generate ./internal/components/authz/ ./internal/components/inferenceset/
 
 ## setup: install and start what the sandbox needs on this machine (Docker engine, debootstrap)
 setup:

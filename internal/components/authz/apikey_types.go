@@ -1,3 +1,5 @@
+//go:generate go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 object paths=.
+
 package authz
 
 import (
@@ -31,6 +33,8 @@ const (
 )
 
 // APIKey asks the operator for a namespace's API key.
+// +kubebuilder:object:generate=true
+// +kubebuilder:object:root=true
 type APIKey struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -40,9 +44,11 @@ type APIKey struct {
 }
 
 // APIKeySpec is empty: the key is generated, never supplied.
+// +kubebuilder:object:generate=true
 type APIKeySpec struct{}
 
 // APIKeyStatus reports where the key lives and whether it is usable.
+// +kubebuilder:object:generate=true
 type APIKeyStatus struct {
 	// SecretName is the Secret holding the key under DataKey.
 	SecretName string `json:"secretName,omitempty"`
@@ -52,52 +58,10 @@ type APIKeyStatus struct {
 }
 
 // APIKeyList is a list of APIKeys.
+// +kubebuilder:object:generate=true
+// +kubebuilder:object:root=true
 type APIKeyList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
 	Items           []APIKey `json:"items"`
-}
-
-// DeepCopyInto copies a into out.
-func (a *APIKey) DeepCopyInto(out *APIKey) {
-	*out = *a
-	out.TypeMeta = a.TypeMeta
-	a.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
-	out.Spec = a.Spec
-	out.Status = a.Status
-	if a.Status.Conditions != nil {
-		out.Status.Conditions = make([]metav1.Condition, len(a.Status.Conditions))
-		for i := range a.Status.Conditions {
-			a.Status.Conditions[i].DeepCopyInto(&out.Status.Conditions[i])
-		}
-	}
-}
-
-// DeepCopy returns a copy of a.
-func (a *APIKey) DeepCopy() *APIKey {
-	if a == nil {
-		return nil
-	}
-	out := new(APIKey)
-	a.DeepCopyInto(out)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (a *APIKey) DeepCopyObject() runtime.Object { return a.DeepCopy() }
-
-// DeepCopyObject implements runtime.Object.
-func (l *APIKeyList) DeepCopyObject() runtime.Object {
-	if l == nil {
-		return nil
-	}
-	out := &APIKeyList{TypeMeta: l.TypeMeta}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	if l.Items != nil {
-		out.Items = make([]APIKey, len(l.Items))
-		for i := range l.Items {
-			l.Items[i].DeepCopyInto(&out.Items[i])
-		}
-	}
-	return out
 }

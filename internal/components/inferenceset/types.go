@@ -1,7 +1,8 @@
+//go:generate go run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 object paths=.
+
 package inferenceset
 
 import (
-	"maps"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -50,6 +51,8 @@ const (
 )
 
 // InferenceSet runs spec.replicas identical model-server replicas.
+// +kubebuilder:object:generate=true
+// +kubebuilder:object:root=true
 type InferenceSet struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -59,6 +62,7 @@ type InferenceSet struct {
 }
 
 // InferenceSetSpec is the part of upstream's spec the offline controller implements.
+// +kubebuilder:object:generate=true
 type InferenceSetSpec struct {
 	// Replicas defaults to 1 in the CRD schema; nil is treated the same way.
 	Replicas      *int32                `json:"replicas,omitempty"`
@@ -67,28 +71,33 @@ type InferenceSetSpec struct {
 }
 
 // Template describes each replica.
+// +kubebuilder:object:generate=true
 type Template struct {
 	Metadata  TemplateMeta  `json:"metadata,omitempty"`
 	Inference InferenceSpec `json:"inference,omitempty"`
 }
 
 // TemplateMeta is copied onto every replica.
+// +kubebuilder:object:generate=true
 type TemplateMeta struct {
 	Labels      map[string]string `json:"labels,omitempty"`
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // InferenceSpec names what to serve.
+// +kubebuilder:object:generate=true
 type InferenceSpec struct {
 	Preset *Preset `json:"preset,omitempty"`
 }
 
 // Preset is a KAITO model preset; offline, its name becomes the simulator's --model.
+// +kubebuilder:object:generate=true
 type Preset struct {
 	Name string `json:"name"`
 }
 
 // InferenceSetStatus is what the HPA (scale subresource) and keda-kaito-scaler read.
+// +kubebuilder:object:generate=true
 type InferenceSetStatus struct {
 	// Replicas is the desired count, as upstream reports it (not the number that exist).
 	Replicas      int32 `json:"replicas"`
@@ -101,6 +110,8 @@ type InferenceSetStatus struct {
 }
 
 // InferenceSetList is a list of InferenceSets.
+// +kubebuilder:object:generate=true
+// +kubebuilder:object:root=true
 type InferenceSetList struct {
 	metav1.TypeMeta `json:",inline"`
 	metav1.ListMeta `json:"metadata,omitempty"`
@@ -113,56 +124,4 @@ func (is *InferenceSet) DesiredReplicas() int32 {
 		return 1
 	}
 	return *is.Spec.Replicas
-}
-
-// DeepCopyInto copies is into out.
-func (is *InferenceSet) DeepCopyInto(out *InferenceSet) {
-	*out = *is
-	is.ObjectMeta.DeepCopyInto(&out.ObjectMeta)
-	if is.Spec.Replicas != nil {
-		r := *is.Spec.Replicas
-		out.Spec.Replicas = &r
-	}
-	out.Spec.LabelSelector = is.Spec.LabelSelector.DeepCopy()
-	out.Spec.Template.Metadata.Labels = maps.Clone(is.Spec.Template.Metadata.Labels)
-	out.Spec.Template.Metadata.Annotations = maps.Clone(is.Spec.Template.Metadata.Annotations)
-	if is.Spec.Template.Inference.Preset != nil {
-		p := *is.Spec.Template.Inference.Preset
-		out.Spec.Template.Inference.Preset = &p
-	}
-	if is.Status.Conditions != nil {
-		out.Status.Conditions = make([]metav1.Condition, len(is.Status.Conditions))
-		for i := range is.Status.Conditions {
-			is.Status.Conditions[i].DeepCopyInto(&out.Status.Conditions[i])
-		}
-	}
-}
-
-// DeepCopy returns a copy of is.
-func (is *InferenceSet) DeepCopy() *InferenceSet {
-	if is == nil {
-		return nil
-	}
-	out := new(InferenceSet)
-	is.DeepCopyInto(out)
-	return out
-}
-
-// DeepCopyObject implements runtime.Object.
-func (is *InferenceSet) DeepCopyObject() runtime.Object { return is.DeepCopy() }
-
-// DeepCopyObject implements runtime.Object.
-func (l *InferenceSetList) DeepCopyObject() runtime.Object {
-	if l == nil {
-		return nil
-	}
-	out := &InferenceSetList{TypeMeta: l.TypeMeta}
-	l.ListMeta.DeepCopyInto(&out.ListMeta)
-	if l.Items != nil {
-		out.Items = make([]InferenceSet, len(l.Items))
-		for i := range l.Items {
-			l.Items[i].DeepCopyInto(&out.Items[i])
-		}
-	}
-	return out
 }
