@@ -1,12 +1,13 @@
 package extproc
 
 import (
+	"context"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
 )
 
 // The HTTP/2 flow-control windows of the filter connections. Setting them turns gRPC's
@@ -20,15 +21,16 @@ const (
 	connWindow   = 8 << 20
 )
 
-// KeepaliveTime is how long a client connection to a filter may carry open streams without
-// hearing from the server before it pings; a peer that does not answer within KeepaliveTimeout
-// is dropped, which fails its streams into the caller's failure mode and reconnects. Without it
-// a picker pod that vanished without closing its sockets (node loss, a network namespace torn
-// down) would hold every stream until the per-message timeout.
-const (
-	KeepaliveTime    = 10 * time.Second
-	KeepaliveTimeout = 5 * time.Second
-)
+// UserTimeout bounds how long data sent to a filter may stay unacknowledged by the peer's
+// kernel before the connection is dropped (TCP_USER_TIMEOUT). A picker pod that vanished without
+// closing its sockets (node loss, its network namespace torn down, a Service IP whose conntrack
+// entry points at a deleted pod) then fails its streams into the caller's failure mode, and the
+// connection is made anew, instead of every request using it hanging until its own timeout. It is
+// a TCP-level guard, not gRPC keepalive pings: a gRPC server's default policy answers pings more
+// often than every 5 minutes with GOAWAY too_many_pings, which would cut every stream of an
+// upstream picker, and pings on a busy connection buy nothing. A slow processor is unaffected:
+// acknowledgements come from the kernel.
+const UserTimeout = 10 * time.Second
 
 // DialOptions are the client options the gateway uses for its filters (ext_authz, BBR, endpoint
 // pickers): plaintext h2c, as upstream runs the EPP (--secure-serving=false) and BBR in cluster
@@ -41,9 +43,7 @@ const (
 // The reconnect backoff is capped at 2 s instead of gRPC's 120 s: a filter that restarts must be
 // used again as soon as it is back, while requests in between fail fast into the failure mode.
 //
-// Keepalive pings are sent only while streams are open (PermitWithoutStream false), which every
-// gRPC server accepts under its default enforcement policy, so an upstream picker can replace
-// ours without answering with GOAWAY too_many_pings.
+// Connections are dialled with UserTimeout and the usual TCP keepalive of Go's dialer.
 func DialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -54,17 +54,20 @@ func DialOptions() []grpc.DialOption {
 		}),
 		grpc.WithInitialWindowSize(streamWindow),
 		grpc.WithInitialConnWindowSize(connWindow),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
+		grpc.WithContextDialer(dial),
 	}
 }
 
 // ServerOptions are the transport options of the offline filters' gRPC servers (BBR, the
-// endpoint picker): the same static windows as DialOptions, and an enforcement policy that
-// accepts the data plane's keepalive pings.
+// endpoint picker): the same static windows as DialOptions.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(streamWindow),
 		grpc.InitialConnWindowSize(connWindow),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveTime / 2}),
 	}
+}
+
+func dial(ctx context.Context, addr string) (net.Conn, error) {
+	d := net.Dialer{Control: setUserTimeout}
+	return d.DialContext(ctx, "tcp", addr)
 }
