@@ -341,7 +341,14 @@ func (w *Watcher) onPod(obj any) {
 		return
 	}
 	w.unsched[p.UID] = true
-	w.scaling = appendBounded(w.scaling, ScalingEvent{Time: w.o.Now(), Model: p.Labels[inferenceset.LabelCreatedBy],
+	// The condition's own time: a pod already Pending when the dashboard starts keeps its age.
+	at := w.o.Now()
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && !c.LastTransitionTime.IsZero() {
+			at = c.LastTransitionTime.Time
+		}
+	}
+	w.scaling = appendBounded(w.scaling, ScalingEvent{Time: at, Model: p.Labels[inferenceset.LabelCreatedBy],
 		Kind: KindUnschedulable, Pod: p.Name, Message: why}, maxScaling)
 }
 
@@ -585,6 +592,7 @@ func (w *Watcher) Snapshot() Snapshot {
 			snap.Scaling[i].Message = why
 		}
 	}
+	sort.SliceStable(snap.Scaling, func(i, j int) bool { return snap.Scaling[i].Time.Before(snap.Scaling[j].Time) })
 	for _, s := range w.sources {
 		snap.Sources = append(snap.Sources, *s)
 	}
