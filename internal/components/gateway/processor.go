@@ -561,7 +561,13 @@ type conn struct {
 	// lastUsed is the unix nanosecond of the last get, so that connections to pickers no route
 	// names any more (a headless picker Service whose pod went away) are closed eventually.
 	lastUsed atomic.Int64
+	// lastReset is the unix nanosecond of the last immediate reconnect, so that a picker that
+	// stays down is dialled a few times a second, not once per request.
+	lastReset atomic.Int64
 }
+
+// minResetInterval spaces immediate reconnects to one address.
+const minResetInterval = 50 * time.Millisecond
 
 // idleConnTimeout is how long a filter connection may go unused before it is closed.
 const idleConnTimeout = 5 * time.Minute
@@ -631,7 +637,10 @@ func (c *conns) awaitReconnect(ctx context.Context, addr string, wait time.Durat
 		case connectivity.Idle:
 			e.cc.Connect()
 		case connectivity.TransientFailure:
-			e.cc.ResetConnectBackoff()
+			now := time.Now().UnixNano()
+			if last := e.lastReset.Load(); now-last >= int64(minResetInterval) && e.lastReset.CompareAndSwap(last, now) {
+				e.cc.ResetConnectBackoff()
+			}
 		}
 		st := e.cc.GetState()
 		if st == connectivity.Ready {
