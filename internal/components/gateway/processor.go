@@ -558,6 +558,9 @@ type conns struct {
 
 type conn struct {
 	cc *grpc.ClientConn
+	// pinned connections (authz, BBR) are held by the Server for its whole life and never swept:
+	// their lastUsed is not refreshed per request, only picker connections are looked up anew.
+	pinned bool
 	// lastUsed is the unix nanosecond of the last get, so that connections to pickers no route
 	// names any more (a headless picker Service whose pod went away) are closed eventually.
 	lastUsed atomic.Int64
@@ -571,6 +574,18 @@ const minResetInterval = 50 * time.Millisecond
 
 // idleConnTimeout is how long a filter connection may go unused before it is closed.
 const idleConnTimeout = 5 * time.Minute
+
+// pin returns the connection to addr and keeps it open until closeAll.
+func (c *conns) pin(addr string) (*grpc.ClientConn, error) {
+	cc, err := c.get(addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	c.m[addr].pinned = true
+	c.mu.Unlock()
+	return cc, nil
+}
 
 func (c *conns) get(addr string) (*grpc.ClientConn, error) {
 	now := time.Now()
@@ -604,7 +619,7 @@ func (c *conns) sweep(now time.Time) {
 	}
 	c.lastSweep = now
 	for addr, e := range c.m {
-		if now.Sub(time.Unix(0, e.lastUsed.Load())) > idleConnTimeout {
+		if !e.pinned && now.Sub(time.Unix(0, e.lastUsed.Load())) > idleConnTimeout {
 			_ = e.cc.Close()
 			delete(c.m, addr)
 		}

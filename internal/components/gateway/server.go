@@ -137,14 +137,14 @@ func New(cfg Config, table routing.Table) (*Server, error) {
 	cfg.defaults()
 	s := &Server{cfg: cfg, routes: table, notFound: notfound.Handler()}
 	if cfg.AuthzAddress != "" {
-		cc, err := s.conns.get(cfg.AuthzAddress)
+		cc, err := s.conns.pin(cfg.AuthzAddress)
 		if err != nil {
 			return nil, err
 		}
 		s.authz = authv3.NewAuthorizationClient(cc)
 	}
 	if cfg.BBRAddress != "" {
-		cc, err := s.conns.get(cfg.BBRAddress)
+		cc, err := s.conns.pin(cfg.BBRAddress)
 		if err != nil {
 			return nil, err
 		}
