@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,4 +213,32 @@ func TestBoundedStop(t *testing.T) {
 	if len(progress) == 0 || progress[len(progress)-1].Sent != 3 {
 		t.Errorf("progress: %+v", progress)
 	}
+}
+
+// A target that fails every request at once (here the simulator's own 503 while it shuts down)
+// must not be hammered: closed-loop clients back off after failures, so a second of 4 clients
+// sends tens of requests, not the thousands a tight loop would.
+func TestClosedLoopBacksOffOnErrors(t *testing.T) {
+	p := stacktest.StartSim(t, model, "sim-0", 1, nil)
+	p.Sim.StartShutdown()
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		p.Sim.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	rep, err := load.Run(t.Context(), load.Config{
+		URL: srv.URL, Model: model, Concurrency: 4, Duration: time.Second, MaxTokens: 2, Stream: true,
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Failed == 0 || rep.Succeeded > 0 {
+		t.Fatalf("want only failures, got %d failed, %d succeeded", rep.Failed, rep.Succeeded)
+	}
+	// 10+20+40+…+640 ms: at most 8 tries per client in the second, plus the one in flight.
+	if n := hits.Load(); n > 4*9 {
+		t.Fatalf("%d requests in one second from 4 failing clients: no back-off", n)
+	}
+	t.Logf("%d requests from 4 failing clients in 1 s", hits.Load())
 }

@@ -20,13 +20,15 @@ type collector struct {
 	sentMeasured                int
 
 	// measured window
-	ttft, itl, e2e     Histogram
-	lag                Histogram
-	done, ok, failed   int
-	outTokens          int
-	lastEnd            time.Time
-	statuses           map[string]int
-	errorSamples       []string
+	ttft, itl, e2e   Histogram
+	lag              Histogram
+	done, ok, failed int
+	outTokens        int
+	lastEnd          time.Time
+	statuses         map[string]int
+	errorSamples     []string
+	// lastError is the most recent failure, warm-up included, for the progress line.
+	lastError          string
 	errorSampleSeen    map[string]bool
 	warmupDone, cancel int
 
@@ -78,6 +80,7 @@ func (c *collector) record(res *result) {
 	c.curDone++
 	if res.failure != "" {
 		c.errorsAll++
+		c.lastError = res.failure
 	} else if res.ttft > 0 {
 		c.liveCur.Record(res.ttft)
 	}
@@ -118,7 +121,7 @@ func (r *runner) progress() Progress {
 	c.rotateLocked(now)
 	p := Progress{
 		Elapsed: now.Sub(r.start), Warmup: now.Before(r.measureFrom),
-		Sent: c.sentAll, Done: c.doneAll + c.cancel, Errors: c.errorsAll,
+		Sent: c.sentAll, Done: c.doneAll + c.cancel, Errors: c.errorsAll, LastError: c.lastError,
 	}
 	p.InFlight = p.Sent - p.Done
 	span := now.Sub(c.liveStart)

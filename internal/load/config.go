@@ -71,6 +71,8 @@ type Progress struct {
 	Sent   int
 	Done   int
 	Errors int
+	// LastError is the most recent failure ("" while none), so a live view can say why.
+	LastError string
 	// InFlight is Sent - Done.
 	InFlight int
 	// RPS is the completion rate over the last few seconds.

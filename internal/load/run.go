@@ -237,12 +237,22 @@ func (r *runner) openLoop(ctx context.Context, wg *sync.WaitGroup) {
 	}
 }
 
+// minErrorBackoff and maxErrorBackoff bound a closed-loop client's pause after a failure.
+const (
+	minErrorBackoff = 10 * time.Millisecond
+	maxErrorBackoff = time.Second
+)
+
 // closedLoop runs Concurrency clients that each send the next request as the last one ends.
 func (r *runner) closedLoop(ctx context.Context, wg *sync.WaitGroup) {
 	for range r.cfg.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A client whose requests fail backs off, so that a target answering errors at once
+			// (a gateway without its authz, a wrong key) is not hammered thousands of times a
+			// second; the first success resets it.
+			var backoff time.Duration
 			for ctx.Err() == nil {
 				now := time.Now()
 				measured, ok := r.claim(now)
@@ -250,7 +260,15 @@ func (r *runner) closedLoop(ctx context.Context, wg *sync.WaitGroup) {
 					return
 				}
 				r.col.sent(measured)
-				r.do(ctx, now, measured)
+				if !r.do(ctx, now, measured) {
+					backoff = 0
+					continue
+				}
+				backoff = min(max(2*backoff, minErrorBackoff), maxErrorBackoff)
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
 			}
 		}()
 	}
@@ -286,7 +304,8 @@ type result struct {
 	ended     time.Time
 }
 
-func (r *runner) do(ctx context.Context, scheduled time.Time, measured bool) {
+// do sends one request, records it and reports whether it failed.
+func (r *runner) do(ctx context.Context, scheduled time.Time, measured bool) (failed bool) {
 	res := result{scheduled: scheduled, measured: measured}
 	r.send(ctx, &res)
 	res.ended = time.Now()
@@ -295,6 +314,7 @@ func (r *runner) do(ctx context.Context, scheduled time.Time, measured bool) {
 		res.canceled = true
 	}
 	r.col.record(&res)
+	return res.failure != ""
 }
 
 func (r *runner) send(ctx context.Context, res *result) {

@@ -50,6 +50,8 @@ type LoadUpdate struct {
 	Errors  int
 	RPS     float64
 	TTFTp50 time.Duration
+	// LastError is the most recent failed request's reason.
+	LastError string
 	// Err is why the run ended early; nil while running or after a clean stop.
 	Err error
 }

@@ -165,6 +165,14 @@ func TestLoadKeyStartsOnSelectedModelAndStops(t *testing.T) {
 	if v := m.View(); !strings.Contains(v, "load phi-4-mini 3s sent 40 done 35 err 0 11.7/s ttft 105ms (l: stop)") {
 		t.Fatalf("footer does not show the progress:\n%s", v)
 	}
+	// Failures say why, so a user sees what to fix without leaving the dashboard.
+	ld.out <- LoadUpdate{Elapsed: 4 * time.Second, Sent: 50, Done: 45, Errors: 3, LastError: "401 invalid API key"}
+	next, _ = m.Update(cmd())
+	m = next.(Model)
+	m = update(t, m, tea.WindowSizeMsg{Width: 160, Height: 24})
+	if v := m.View(); !strings.Contains(v, "err 3") || !strings.Contains(v, "last error: 401 invalid API key") {
+		t.Fatalf("footer does not say why requests fail:\n%s", v)
+	}
 	m = update(t, m, keys("l")...)
 	if m.Loading() != "" {
 		t.Fatal("second l did not stop the load")

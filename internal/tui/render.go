@@ -204,8 +204,11 @@ func (m Model) footerLine(w int) string {
 		}
 		s := fmt.Sprintf("load %s %s sent %d done %d err %d %.1f/s ttft %s (%s)", m.load.model,
 			elapsed(u.Elapsed), u.Sent, u.Done, u.Errors, u.RPS, dur(u.TTFTp50), state)
-		if u.Err != nil {
+		switch {
+		case u.Err != nil:
 			s += " " + u.Err.Error()
+		case u.LastError != "" && u.Errors > 0:
+			s += " last error: " + u.LastError
 		}
 		if m.message != "" {
 			s = m.message + " · " + s

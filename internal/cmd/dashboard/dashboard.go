@@ -149,7 +149,7 @@ func (l *loader) Start(ctx context.Context, namespace, model string) <-chan tui.
 		}
 		var last tui.LoadUpdate
 		_, err = load.Run(ctx, cfg, func(p load.Progress) {
-			last = tui.LoadUpdate{Elapsed: p.Elapsed, Sent: p.Sent, Done: p.Done, Errors: p.Errors, RPS: p.RPS, TTFTp50: p.TTFTp50}
+			last = tui.LoadUpdate{Elapsed: p.Elapsed, Sent: p.Sent, Done: p.Done, Errors: p.Errors, RPS: p.RPS, TTFTp50: p.TTFTp50, LastError: p.LastError}
 			send(last)
 		})
 		if err != nil && ctx.Err() == nil {
