@@ -63,6 +63,36 @@ func BenchmarkIssue5Workload(b *testing.B) {
 	}
 }
 
+// BenchmarkIssue5Capacity is issue #5's closed-loop capacity comparison: 32 clients, each
+// sending the next request of the benchmark workload when its previous answer ends, through the
+// in-process gateway to the issue's four simulators; throughput (req/s) per picker config. The
+// issue asks the prefix-aware picker for at least 1.4x the random one. Run:
+//
+//	go test -run XXX -bench Issue5Capacity -benchtime 1x ./internal/load/
+func BenchmarkIssue5Capacity(b *testing.B) {
+	for _, picker := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", randomPicker}} {
+		b.Run(picker.name, func(b *testing.B) {
+			for range b.N {
+				s := stacktest.Start(b, stacktest.Options{Sims: 4, PickerConfig: picker.config, SimConfig: issue5Sim}, model)
+				h0, q0 := prefixHitsB(b, s.Models[model])
+				rep, err := load.Run(b.Context(), load.Config{
+					URL: s.URL, APIKey: stacktest.Key, Model: model, Concurrency: 32,
+					Warmup: 10 * time.Second, Duration: 45 * time.Second,
+					Workload: load.DefaultWorkload(), Stream: true, MaxTokens: 32,
+				}, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				h1, q1 := prefixHitsB(b, s.Models[model])
+				b.ReportMetric(rep.ThroughputRPS, "req/s")
+				b.ReportMetric((h1-h0)/max(q1-q0, 1), "hit-ratio")
+				b.ReportMetric(rep.TTFT.P90, "ttft-p90-ms")
+				b.ReportMetric(float64(rep.Failed), "failed")
+			}
+		})
+	}
+}
+
 // issue5Sim is issue #5's simulator: 4 sequences at once, a 96-block KV cache of 16 tokens,
 // per-token prefill and decode latency that grows under load.
 func issue5Sim(c *sim.Config) {
