@@ -47,3 +47,37 @@ func TestSweepKeepsPinnedFilterConnections(t *testing.T) {
 		t.Fatal("the pinned authz connection left the table")
 	}
 }
+
+// A picker connection taken by a request that is still running (a long completion streaming
+// through the picker) is not idle, however long ago it was taken; once released it ages again.
+func TestSweepKeepsConnectionsInUse(t *testing.T) {
+	var c conns
+	defer c.closeAll()
+	cc, release, err := c.acquire("127.0.0.1:9002")
+	if err != nil {
+		t.Fatal(err)
+	}
+	age := func() {
+		c.mu.Lock()
+		for _, e := range c.m {
+			e.lastUsed.Store(time.Now().Add(-2 * idleConnTimeout).UnixNano())
+		}
+		c.lastSweep = time.Time{}
+		c.mu.Unlock()
+	}
+	age()
+	if _, err := c.get("127.0.0.1:9012"); err != nil { // dialling a new address sweeps
+		t.Fatal(err)
+	}
+	if st := cc.GetState(); st == connectivity.Shutdown {
+		t.Fatal("a connection in use was swept")
+	}
+	release()
+	age()
+	if _, err := c.get("127.0.0.1:9022"); err != nil {
+		t.Fatal(err)
+	}
+	if st := cc.GetState(); st != connectivity.Shutdown {
+		t.Errorf("a released idle connection was kept: %v", st)
+	}
+}

@@ -564,6 +564,9 @@ type conn struct {
 	// lastUsed is the unix nanosecond of the last get, so that connections to pickers no route
 	// names any more (a headless picker Service whose pod went away) are closed eventually.
 	lastUsed atomic.Int64
+	// active counts the requests using the connection now; a connection in use is never idle,
+	// however long ago it was taken (a completion can stream for many minutes).
+	active atomic.Int32
 	// lastReset is the unix nanosecond of the last immediate reconnect, so that a picker that
 	// stays down is dialled a few times a second, not once per request.
 	lastReset atomic.Int64
@@ -585,6 +588,22 @@ func (c *conns) pin(addr string) (*grpc.ClientConn, error) {
 	c.m[addr].pinned = true
 	c.mu.Unlock()
 	return cc, nil
+}
+
+// acquire is get for one request: the connection counts as in use until release is called.
+func (c *conns) acquire(addr string) (cc *grpc.ClientConn, release func(), err error) {
+	cc, err = c.get(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	e := c.m[addr]
+	c.mu.Unlock()
+	e.active.Add(1)
+	return cc, func() {
+		e.lastUsed.Store(time.Now().UnixNano())
+		e.active.Add(-1)
+	}, nil
 }
 
 func (c *conns) get(addr string) (*grpc.ClientConn, error) {
@@ -619,7 +638,7 @@ func (c *conns) sweep(now time.Time) {
 	}
 	c.lastSweep = now
 	for addr, e := range c.m {
-		if !e.pinned && now.Sub(time.Unix(0, e.lastUsed.Load())) > idleConnTimeout {
+		if !e.pinned && e.active.Load() == 0 && now.Sub(time.Unix(0, e.lastUsed.Load())) > idleConnTimeout {
 			_ = e.cc.Close()
 			delete(c.m, addr)
 		}

@@ -340,10 +340,13 @@ func (s *Server) openPicker(r *http.Request, body bodySource, noBody bool, pool 
 		if addr == "" {
 			return nil, &processorError{what: "epp", err: fmt.Errorf("the endpoint picker of InferencePool %s/%s cannot be resolved", pool.Namespace, pool.Name)}
 		}
-		cc, err := s.conns.get(addr)
+		cc, release, err := s.conns.acquire(addr)
 		if err != nil {
 			return nil, &processorError{what: "epp", err: err}
 		}
+		// The request's context ends when its handler returns, after the response went through
+		// the picker: the connection is in use until then.
+		context.AfterFunc(r.Context(), release)
 		x, err := openExchange(r.Context(), "epp", extprocv3.NewExternalProcessorClient(cc), s.cfg.PickerTimeout, mode, r, bodyOrNil(body, noBody), keep)
 		if err == nil || attempt > 0 || !reconnectable(err) || r.Context().Err() != nil {
 			return x, err
