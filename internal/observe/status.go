@@ -17,7 +17,9 @@ import (
 
 // Status is the whole sandbox at one moment; its JSON form is `status -o json`.
 type Status struct {
-	Name        string      `json:"name"`
+	Name string `json:"name"`
+	// Profile is offline or upstream: which catalogue's components the sandbox runs.
+	Profile     string      `json:"profile,omitempty"`
 	Kubeconfig  string      `json:"kubeconfig"`
 	Ready       bool        `json:"ready"`
 	Nodes       []Node      `json:"nodes"`

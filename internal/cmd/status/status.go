@@ -9,6 +9,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/inference-sandbox/sandbox/internal/addons"
 	"github.com/inference-sandbox/sandbox/internal/cmdutil"
@@ -23,15 +26,39 @@ type Options struct {
 	Output string
 }
 
-// components are the Deployments that make up the offline sandbox.
-func components() []observe.ComponentRef {
+// components are the Deployments that make up a sandbox of the given profile.
+func components(profile string) []observe.ComponentRef {
+	list, class := addons.Components(addons.DefaultSystemNamespace), "sandbox"
+	if profile == profileUpstream {
+		list, class = addons.UpstreamComponents(addons.DefaultSystemNamespace), "istio"
+	}
 	var refs []observe.ComponentRef
-	for _, c := range addons.Components(addons.DefaultSystemNamespace) {
+	for _, c := range list {
 		refs = append(refs, observe.ComponentRef{Name: c.Name, Namespace: c.Namespace, Deployment: c.Deployment})
 	}
-	// The data plane the gateway controller runs for the default namespace's Gateway.
+	// The data plane the gateway class's controller runs for the default namespace's Gateway
+	// (both name it <gateway>-<class>).
 	gw := models.GatewayName(models.DefaultNamespace)
-	return append(refs, observe.ComponentRef{Name: "gateway " + gw, Namespace: models.DefaultNamespace, Deployment: gw + "-sandbox"})
+	return append(refs, observe.ComponentRef{Name: "gateway " + gw, Namespace: models.DefaultNamespace, Deployment: gw + "-" + class})
+}
+
+const (
+	profileOffline  = "offline"
+	profileUpstream = "upstream"
+)
+
+// profileOf tells the profile a running sandbox was brought up with: only the upstream one
+// runs istiod.
+func profileOf(ctx context.Context, cs kubernetes.Interface) (string, error) {
+	_, err := cs.AppsV1().Deployments(addons.IstioNamespace).Get(ctx, "istiod", metav1.GetOptions{})
+	switch {
+	case err == nil:
+		return profileUpstream, nil
+	case apierrors.IsNotFound(err):
+		return profileOffline, nil
+	default:
+		return "", fmt.Errorf("looking for istiod: %w", err)
+	}
 }
 
 // NewCmd returns `sandbox status`.
@@ -79,11 +106,15 @@ func collect(ctx context.Context, f *cmdutil.Factory) (*observe.Status, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %q: %w (is it up? run `sandbox up`)", f.Name, err)
 	}
-	st, err := observe.Collect(ctx, client, components())
+	profile, err := profileOf(ctx, client.Clientset)
 	if err != nil {
 		return nil, fmt.Errorf("sandbox %q is not reachable: %w (run `sandbox up` to repair it)", f.Name, err)
 	}
-	st.Name, st.Kubeconfig = f.Name, path
+	st, err := observe.Collect(ctx, client, components(profile))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox %q is not reachable: %w (run `sandbox up` to repair it)", f.Name, err)
+	}
+	st.Name, st.Kubeconfig, st.Profile = f.Name, path, profile
 	list, err := models.List(ctx, client, models.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("listing models: %w", err)
@@ -112,6 +143,7 @@ func yesNo(ok bool) string {
 }
 
 func printTable(w io.Writer, st *observe.Status) {
+	fmt.Fprintf(w, "sandbox %q, %s profile\n\n", st.Name, st.Profile)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "NODE\tROLE\tREADY\tGPUS (USED/TOTAL)\tGPU\tWHY\n")
 	for _, n := range st.Nodes {
