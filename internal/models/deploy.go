@@ -22,6 +22,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/inference-sandbox/sandbox/internal/components/epp/datastore"
+	"github.com/inference-sandbox/sandbox/internal/components/epp/plugins"
+	"github.com/inference-sandbox/sandbox/internal/components/epp/scheduling"
 	"github.com/inference-sandbox/sandbox/internal/components/inferenceset"
 	"github.com/inference-sandbox/sandbox/internal/helm"
 	"github.com/inference-sandbox/sandbox/internal/kube"
@@ -72,6 +75,9 @@ type DeployOptions struct {
 	LatencyProfile, LatencyCalculator string
 	// SimulatorArgs are extra simulator flags for every replica ("--max-num-seqs 4 ...").
 	SimulatorArgs string
+	// PickerConfig is an EndpointPickerConfig (YAML) replacing the production scorers; empty:
+	// the production stack's.
+	PickerConfig string
 	// EPPImage is the endpoint picker image (offline: the stackd image). Empty: the image the
 	// cluster's InferenceSet controller runs.
 	EPPImage string
@@ -97,6 +103,12 @@ func (o DeployOptions) Validate() error {
 	}
 	if o.Replicas < 0 {
 		return fmt.Errorf("--replicas must not be negative, got %d", o.Replicas)
+	}
+	if o.PickerConfig != "" {
+		// The picker's own loader, so a config it would refuse never reaches the cluster.
+		if _, err := scheduling.Load([]byte(o.PickerConfig), plugins.Registry(), scheduling.Handle{Store: datastore.NewStore()}, nil); err != nil {
+			return fmt.Errorf("--picker-config: %w", err)
+		}
 	}
 	if o.SimulatorArgs != "" {
 		// The controller's own check, on the InferenceSet these options render.
@@ -142,7 +154,7 @@ func chartValues(o DeployOptions) map[string]any {
 		"latencyCalculator": o.LatencyCalculator,
 		"simulatorArgs":     o.SimulatorArgs,
 		"enableScaling":     o.Autoscaled(),
-		"epp":               map[string]any{"image": map[string]any{"repository": o.EPPImage}},
+		"epp":               map[string]any{"image": map[string]any{"repository": o.EPPImage}, "pluginsConfig": o.PickerConfig},
 	}
 	if o.Autoscaled() {
 		v["minReplicas"] = max(o.MinReplicas, 1)

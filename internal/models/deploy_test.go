@@ -261,3 +261,43 @@ func TestDeployOptionsValidate(t *testing.T) {
 		t.Errorf("preset %q", p)
 	}
 }
+
+func TestModeldeploymentPickerConfig(t *testing.T) {
+	const random = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: random-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: queue-scorer, weight: 1}
+  - {pluginRef: random-picker}
+`
+	o := DeployOptions{Name: "phi-4-mini", Namespace: "models", Replicas: 1, PickerConfig: random, EPPImage: "stackd:test"}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	objs, err := renderModel(t, chartValues(o))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := field[string](t, objs["ConfigMap/phi-4-mini-inferencepool-epp"], "data", "default-plugins.yaml")
+	if strings.TrimSpace(cfg) != strings.TrimSpace(random) {
+		t.Fatalf("the picker's config is not the one given:\n%s", cfg)
+	}
+	if _, err := scheduling.Load([]byte(cfg), plugins.Registry(), scheduling.Handle{Store: datastore.NewStore()}, nil); err != nil {
+		t.Fatalf("stackd epp cannot load the rendered config: %v", err)
+	}
+
+	for name, bad := range map[string]string{
+		"not YAML":       "plugins: [",
+		"unknown plugin": "plugins:\n- type: no-such-scorer\n",
+		"dangling ref":   "plugins:\n- type: queue-scorer\nschedulingProfiles:\n- name: default\n  plugins:\n  - {pluginRef: nope}\n",
+	} {
+		o.PickerConfig = bad
+		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--picker-config") {
+			t.Errorf("%s: %v, want an error naming --picker-config", name, err)
+		}
+	}
+}

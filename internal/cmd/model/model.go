@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"text/tabwriter"
 	"time"
 
@@ -55,6 +56,7 @@ type DeployOptions struct {
 	MaxReplicas       int
 	LatencyProfile    string
 	SimulatorArgs     string
+	PickerConfigFile  string
 	LatencyCalculator string
 	Wait              time.Duration
 }
@@ -81,6 +83,9 @@ A namespace without a gateway gets one (the modelharness release) first.`,
   # autoscaled between 1 and 4, in another namespace
   sandbox model deploy phi-4-mini --min-replicas 1 --max-replicas 4 --namespace team-a
 
+  # the same model behind a random picker, to compare routing quality
+  sandbox model deploy phi-4-mini --picker-config random-picker.yaml
+
   # four replicas shaped like issue #5's picker benchmark (small KV cache, per-token prefill)
   sandbox model deploy bench --replicas 4 --sim-args "--max-num-seqs 4 --kv-cache-size 96 --block-size 16 \
     --prefill-overhead 10ms --prefill-time-per-token 1ms --inter-token-latency 5ms --time-factor-under-load 1.5"`,
@@ -102,6 +107,7 @@ A namespace without a gateway gets one (the modelharness release) first.`,
 	fl.StringVar(&opts.LatencyProfile, "latency-profile", "", "simulator latency: auto, small-l40s, 8b-h100 or 70b-tp8 (default auto)")
 	fl.StringVar(&opts.LatencyCalculator, "latency-calculator", "", "simulator latency model: per-token or constant (default per-token)")
 	fl.StringVar(&opts.SimulatorArgs, "sim-args", "", "extra simulator flags for every replica, e.g. \"--max-num-seqs 4 --kv-cache-size 96 --block-size 16\"")
+	fl.StringVar(&opts.PickerConfigFile, "picker-config", "", "EndpointPickerConfig YAML file for the model's endpoint picker (default: the production scorers)")
 	fl.DurationVar(&opts.Wait, "wait", opts.Wait, "how long to wait for the model to serve (0: do not wait)")
 	return cmd
 }
@@ -117,6 +123,13 @@ func (o *DeployOptions) deployOptions() models.DeployOptions {
 
 func runDeploy(ctx context.Context, o *DeployOptions) error {
 	d := o.deployOptions()
+	if o.PickerConfigFile != "" {
+		data, err := os.ReadFile(o.PickerConfigFile)
+		if err != nil {
+			return fmt.Errorf("--picker-config: %w", err)
+		}
+		d.PickerConfig = string(data)
+	}
 	// Bad flags are reported before anything touches the cluster.
 	if err := d.Validate(); err != nil {
 		return err
