@@ -88,7 +88,7 @@ A namespace without a gateway gets one (the modelharness release) first.`,
 
   # four replicas shaped like issue #5's picker benchmark (small KV cache, per-token prefill)
   sandbox model deploy bench --replicas 4 --sim-args "--max-num-seqs 4 --kv-cache-size 96 --block-size 16 \
-    --prefill-overhead 10ms --prefill-time-per-token 1ms --inter-token-latency 5ms --time-factor-under-load 1.5"`,
+    --prefill-overhead 10ms --prefill-time-per-token 1ms --inter-token-latency 5ms --inter-token-latency-std-dev 0 --time-factor-under-load 1.5"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Name = args[0]
