@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/inference-sandbox/sandbox/internal/components/epp/scheduling"
 	"github.com/inference-sandbox/sandbox/internal/components/sim"
 	"github.com/inference-sandbox/sandbox/internal/components/stacktest"
 	"github.com/inference-sandbox/sandbox/internal/load"
@@ -37,7 +38,7 @@ func BenchmarkClosedLoop(b *testing.B) {
 //	go test -run XXX -bench Issue5 -benchtime 1x ./internal/load/
 func BenchmarkIssue5Workload(b *testing.B) {
 	for _, rate := range []float64{24, 40} {
-		for _, picker := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", randomPicker}} {
+		for _, picker := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", scheduling.RandomBaselineConfig}} {
 			b.Run(fmt.Sprintf("%s/rate=%g", picker.name, rate), func(b *testing.B) {
 				for range b.N {
 					s := stacktest.Start(b, stacktest.Options{Sims: 4, PickerConfig: picker.config, SimConfig: issue5Sim}, model)
@@ -70,7 +71,7 @@ func BenchmarkIssue5Workload(b *testing.B) {
 //
 //	go test -run XXX -bench Issue5Capacity -benchtime 1x ./internal/load/
 func BenchmarkIssue5Capacity(b *testing.B) {
-	for _, picker := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", randomPicker}} {
+	for _, picker := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", scheduling.RandomBaselineConfig}} {
 		b.Run(picker.name, func(b *testing.B) {
 			for range b.N {
 				s := stacktest.Start(b, stacktest.Options{Sims: 4, PickerConfig: picker.config, SimConfig: issue5Sim}, model)
@@ -104,19 +105,3 @@ func issue5Sim(c *sim.Config) {
 	c.InterTokenLatency = sim.Duration(5 * time.Millisecond)
 	c.TimeFactorUnderLoad = 1.5
 }
-
-const randomPicker = `apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-- type: random-picker
-schedulingProfiles:
-- name: default
-  plugins:
-  - {pluginRef: queue-scorer, weight: 2}
-  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
-  - {pluginRef: prefix-cache-scorer, weight: 3}
-  - {pluginRef: random-picker}
-`

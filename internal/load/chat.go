@@ -100,19 +100,7 @@ func Chat(ctx context.Context, r ChatRequest, onText func(string)) (*ChatResult,
 				done = true
 				break
 			}
-			var chunk struct {
-				Choices []struct {
-					Delta struct {
-						Content string `json:"content"`
-					} `json:"delta"`
-				} `json:"choices"`
-				Usage *struct {
-					CompletionTokens int `json:"completion_tokens"`
-				} `json:"usage"`
-				Error *struct {
-					Message string `json:"message"`
-				} `json:"error"`
-			}
+			var chunk streamChunk
 			if err := json.Unmarshal(payload, &chunk); err != nil {
 				return res, fmt.Errorf("malformed SSE chunk %q", truncate(string(payload), 120))
 			}

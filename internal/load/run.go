@@ -395,19 +395,7 @@ func readStream(body io.Reader, res *result) {
 					sawDone = true
 					continue
 				}
-				var chunk struct {
-					Choices []struct {
-						Delta struct {
-							Content string `json:"content"`
-						} `json:"delta"`
-					} `json:"choices"`
-					Usage *struct {
-						CompletionTokens int `json:"completion_tokens"`
-					} `json:"usage"`
-					Error *struct {
-						Message string `json:"message"`
-					} `json:"error"`
-				}
+				var chunk streamChunk
 				if jerr := json.Unmarshal(payload, &chunk); jerr != nil {
 					res.failure = "malformed SSE chunk: " + truncate(string(payload), 120)
 					return
@@ -498,4 +486,19 @@ func statusKey(res *result) string {
 		return "timeout"
 	}
 	return "no-response"
+}
+
+// streamChunk is what the generator and chat read of a streamed chat-completion chunk.
+type streamChunk struct {
+	Choices []struct {
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Usage *struct {
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
+	Error *struct {
+		Message string `json:"message"`
+	} `json:"error"`
 }

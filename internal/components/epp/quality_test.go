@@ -18,25 +18,9 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/inference-sandbox/sandbox/internal/components/epp/scheduling"
 	"github.com/inference-sandbox/sandbox/internal/components/sim"
 )
-
-// randomConfig is the quality baseline: the production scorers still run, the picker ignores them.
-const randomConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
-kind: EndpointPickerConfig
-plugins:
-- type: queue-scorer
-- type: kv-cache-utilization-scorer
-- type: prefix-cache-scorer
-- type: random-picker
-schedulingProfiles:
-- name: default
-  plugins:
-  - {pluginRef: queue-scorer, weight: 2}
-  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
-  - {pluginRef: prefix-cache-scorer, weight: 3}
-  - {pluginRef: random-picker}
-`
 
 // BenchmarkQuality is an in-process version of the issue's quality workload: four simulators
 // (max-num-seqs 4, KV cache of 96 blocks of 16 tokens, per-token prefill), eight prompt families
@@ -47,7 +31,7 @@ schedulingProfiles:
 // from the gateway and `sandbox load`. Run: go test -run XXX -bench Quality -benchtime 1x.
 func BenchmarkQuality(b *testing.B) {
 	for _, rate := range []float64{24, 40} {
-		for _, tc := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", randomConfig}} {
+		for _, tc := range []struct{ name, config string }{{"prefix-aware", ""}, {"random", scheduling.RandomBaselineConfig}} {
 			b.Run(fmt.Sprintf("%s/rate=%g", tc.name, rate), func(b *testing.B) {
 				for range b.N {
 					runQuality(b, tc.config, rate, 5*time.Second, 20*time.Second)

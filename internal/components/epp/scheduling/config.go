@@ -77,6 +77,24 @@ schedulingProfiles:
     weight: 3
 `
 
+// RandomBaselineConfig is the quality baseline of issue #5's comparisons: the production scorers
+// still run (same cost), a random picker ignores them.
+const RandomBaselineConfig = `apiVersion: inference.networking.x-k8s.io/v1alpha1
+kind: EndpointPickerConfig
+plugins:
+- type: queue-scorer
+- type: kv-cache-utilization-scorer
+- type: prefix-cache-scorer
+- type: random-picker
+schedulingProfiles:
+- name: default
+  plugins:
+  - {pluginRef: queue-scorer, weight: 2}
+  - {pluginRef: kv-cache-utilization-scorer, weight: 2}
+  - {pluginRef: prefix-cache-scorer, weight: 3}
+  - {pluginRef: random-picker}
+`
+
 // Handle gives plugin factories access to the running picker.
 type Handle struct {
 	Store *datastore.Store
