@@ -20,17 +20,9 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // crdObjects gathers the Gateway API standard CRDs (read from the gateway-api module in the
 // module cache, never copied into this repository) and this repository's own CRDs.
 func crdObjects(ctx context.Context) ([]*unstructured.Unstructured, error) {
-	files, err := crds.GatewayAPI(ctx)
+	objs, err := gatewayAPIObjects(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("Gateway API CRDs: %w", err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, f := range files {
-		o, err := kube.Decode(f.Data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.Name, err)
-		}
-		objs = append(objs, o...)
+		return nil, err
 	}
 	own, err := fs.Glob(manifests.CRDs, "*.yaml")
 	if err != nil {
@@ -91,4 +83,22 @@ func crdsEstablished(ctx context.Context, env *Env) error {
 		}
 		return true, "", nil
 	})
+}
+
+// gatewayAPIObjects decodes the Gateway API standard CRDs from the gateway-api module; both
+// profiles install them.
+func gatewayAPIObjects(ctx context.Context) ([]*unstructured.Unstructured, error) {
+	files, err := crds.GatewayAPI(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("Gateway API CRDs: %w", err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		o, err := kube.Decode(f.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Name, err)
+		}
+		objs = append(objs, o...)
+	}
+	return objs, nil
 }

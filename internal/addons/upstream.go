@@ -282,22 +282,6 @@ func installGatewayAPICRDs(ctx context.Context, env *Env) error {
 	return env.Client.Apply(ctx, objs)
 }
 
-func gatewayAPIObjects(ctx context.Context) ([]*unstructured.Unstructured, error) {
-	files, err := crds.GatewayAPI(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("Gateway API CRDs: %w", err)
-	}
-	var objs []*unstructured.Unstructured
-	for _, f := range files {
-		o, err := kube.Decode(f.Data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.Name, err)
-		}
-		objs = append(objs, o...)
-	}
-	return objs, nil
-}
-
 func gatewayAPICRDsEstablished(ctx context.Context, env *Env) error {
 	objs, err := gatewayAPIObjects(ctx)
 	if err != nil {
