@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,6 +43,37 @@ func ServeGRPC(ctx context.Context, srv *grpc.Server, ln net.Listener) error {
 
 // ServeHTTP serves h on ln until ctx ends, then shuts the server down within DrainTimeout.
 func ServeHTTP(ctx context.Context, h http.Handler, ln net.Listener) error {
+	return ServeHTTPDraining(context.Background(), ctx, h, ln, HTTPDrain{Timeout: DrainTimeout})
+}
+
+// HTTPDrain says how a stopping HTTP server lets go of its clients. Closing an idle keep-alive
+// connection races with a client that is sending on it (that client reads EOF, and Go's and
+// most HTTP clients do not retry a POST), so for Delay the server keeps serving with
+// `Connection: close` on every response: clients move to new connections, which a Service
+// already sends to other pods. Only then does it stop accepting and give in-flight requests
+// up to Timeout to finish.
+type HTTPDrain struct {
+	Delay, Timeout time.Duration
+	// Draining, when set, turns true at the stop signal (for a readiness probe).
+	Draining *atomic.Bool
+}
+
+// ServeHTTPDraining serves h on ln until stop ends (the termination signal), drains as d says,
+// and returns. ctx ending (another part of the process failed) stops it at once.
+func ServeHTTPDraining(ctx, stop context.Context, h http.Handler, ln net.Listener, d HTTPDrain) error {
+	draining := d.Draining
+	if draining == nil {
+		draining = new(atomic.Bool)
+	}
+	if d.Delay > 0 {
+		next := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if draining.Load() {
+				w.Header().Set("Connection", "close")
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
@@ -49,8 +81,19 @@ func ServeHTTP(ctx context.Context, h http.Handler, ln net.Listener) error {
 	case err := <-errc:
 		return fmt.Errorf("serving HTTP on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
+		_ = srv.Close()
+		<-errc
+		return nil
+	case <-stop.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
+	draining.Store(true)
+	if d.Delay > 0 {
+		select {
+		case <-time.After(d.Delay):
+		case <-ctx.Done():
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), d.Timeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		_ = srv.Close()

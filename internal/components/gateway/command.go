@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -121,14 +122,15 @@ func Run(ctx context.Context, o Options) error {
 	// data plane has let go of its clients.
 	runCtx, stopAll := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopAll()
-	state := &drainer{}
+	drain := o.Drain
+	drain.Draining = new(atomic.Bool)
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return table.Run(gctx) })
 	g.Go(func() error {
 		defer stopAll()
-		return serveDraining(gctx, ctx, srv, ln, o.Drain, state)
+		return extproc.ServeHTTPDraining(gctx, ctx, srv, ln, drain)
 	})
-	g.Go(func() error { return extproc.ServeHTTP(gctx, healthHandler(table.Synced, state.draining.Load), hl) })
+	g.Go(func() error { return extproc.ServeHTTP(gctx, healthHandler(table.Synced, drain.Draining.Load), hl) })
 	log.Info("gateway data plane started", "gateway", o.Gateway, "port", o.Port)
 	return g.Wait()
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/inference-sandbox/sandbox/internal/extproc"
 )
 
 // A client that keeps sending on one keep-alive connection while the data plane is told to stop
@@ -30,10 +32,11 @@ func TestDrainLetsClientsMoveOffWithoutErrors(t *testing.T) {
 		io.WriteString(w, "ok")
 	})
 	signal, sendSignal := context.WithCancel(context.Background())
-	state := &drainer{}
+	draining := new(atomic.Bool)
 	done := make(chan error, 1)
 	go func() {
-		done <- serveDraining(context.Background(), signal, h, ln, Drain{Delay: 400 * time.Millisecond, Timeout: 2 * time.Second}, state)
+		done <- extproc.ServeHTTPDraining(context.Background(), signal, h, ln,
+			Drain{Delay: 400 * time.Millisecond, Timeout: 2 * time.Second, Draining: draining})
 	}()
 	url := "http://" + ln.Addr().String()
 
@@ -85,7 +88,7 @@ func TestDrainLetsClientsMoveOffWithoutErrors(t *testing.T) {
 	if closes == 0 {
 		t.Fatal("no response during the drain asked the client to close its connection")
 	}
-	if !state.draining.Load() {
+	if !draining.Load() {
 		t.Fatal("the drainer does not report draining (readiness would stay up)")
 	}
 	wg.Wait()

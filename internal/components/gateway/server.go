@@ -515,11 +515,3 @@ func (w *responseWriter) Flush() {
 func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 var _ io.Writer = (*responseWriter)(nil)
-
-// Serve runs the data plane on ln until ctx ends.
-func Serve(ctx context.Context, s *Server, ln net.Listener) error {
-	if err := extproc.ServeHTTP(ctx, s, ln); err != nil {
-		return fmt.Errorf("gateway: %w", err)
-	}
-	return nil
-}
