@@ -53,16 +53,16 @@ func SampleFrom(fams map[string]*dto.MetricFamily, now time.Time) (Sample, error
 		return Sample{}, fmt.Errorf("no %s on the page: not a vLLM-compatible server", metricRunning)
 	}
 	s := Sample{Time: now, TTFT: map[float64]float64{}}
-	s.Running = sum(fams[metricRunning])
-	s.Waiting = sum(fams[metricWaiting])
+	s.Running = podmetrics.Sum(fams, metricRunning)
+	s.Waiting = podmetrics.Sum(fams, metricWaiting)
 	if f := fams[metricKVUsage]; f != nil {
 		s.KVUsage = maxOf(f)
 	} else {
 		s.KVUsage = maxOf(fams[metricKVUsageOld])
 	}
-	s.PrefixHits = sum(fams[metricPrefixHits])
-	s.PrefixQueries = sum(fams[metricPrefixQueries])
-	s.Success = sum(fams[metricSuccess])
+	s.PrefixHits = podmetrics.Sum(fams, metricPrefixHits)
+	s.PrefixQueries = podmetrics.Sum(fams, metricPrefixQueries)
+	s.Success = podmetrics.Sum(fams, metricSuccess)
 	if f := fams[metricTTFT]; f != nil {
 		for _, m := range f.GetMetric() {
 			inf := false
@@ -79,32 +79,12 @@ func SampleFrom(fams map[string]*dto.MetricFamily, now time.Time) (Sample, error
 	return s, nil
 }
 
-func sum(f *dto.MetricFamily) float64 {
-	var v float64
-	for _, m := range f.GetMetric() {
-		v += value(m)
-	}
-	return v
-}
-
 func maxOf(f *dto.MetricFamily) float64 {
 	var v float64
 	for _, m := range f.GetMetric() {
-		v = math.Max(v, value(m))
+		v = math.Max(v, podmetrics.Value(m))
 	}
 	return v
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetUntyped() != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return 0
 }
 
 // history keeps a pod's samples over a window so rates and quantiles cover "the last minute".

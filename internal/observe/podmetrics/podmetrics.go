@@ -180,16 +180,22 @@ func Sum(fams map[string]*dto.MetricFamily, name string, labels ...string) float
 		if !hasLabels(m, labels) {
 			continue
 		}
-		switch {
-		case m.Counter != nil:
-			total += m.GetCounter().GetValue()
-		case m.Gauge != nil:
-			total += m.GetGauge().GetValue()
-		case m.Untyped != nil:
-			total += m.GetUntyped().GetValue()
-		}
+		total += Value(m)
 	}
 	return total
+}
+
+// Value is a counter's, gauge's or untyped sample's value; 0 for other kinds.
+func Value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.GetCounter().GetValue()
+	case m.Gauge != nil:
+		return m.GetGauge().GetValue()
+	case m.Untyped != nil:
+		return m.GetUntyped().GetValue()
+	}
+	return 0
 }
 
 func hasLabels(m *dto.Metric, kv []string) bool {
