@@ -156,3 +156,57 @@ schedulingProfiles:
 		t.Errorf("no candidates: %v", err)
 	}
 }
+
+func TestUtilizationDetectorInConfig(t *testing.T) {
+	// As a profile filter and as the saturation detector: one instance serves both.
+	s, err := load(header + `plugins:
+- type: utilization-detector
+  parameters: {queueDepthThreshold: 3, headroom: 0.5}
+- type: queue-scorer
+schedulingProfiles:
+- name: default
+  plugins:
+  - pluginRef: utilization-detector
+  - pluginRef: queue-scorer
+saturationDetector: {pluginRef: utilization-detector}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.Profile()
+	if len(p.Filters) != 1 || p.Filters[0].TypedName().Type != "utilization-detector" {
+		t.Fatalf("filters %+v", p.Filters)
+	}
+	if sd := s.SaturationDetector(); sd == nil || sd != p.Filters[0].(scheduling.SaturationDetector) {
+		t.Errorf("saturation detector %v is not the profile's filter instance", sd)
+	}
+
+	// Named by type only, without a plugins entry: built with defaults; no profile filter.
+	s, err = load(header + "plugins:\n- type: queue-scorer\nsaturationDetector: {pluginRef: utilization-detector}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.SaturationDetector() == nil || len(s.Profile().Filters) != 0 {
+		t.Errorf("detector %v, filters %v", s.SaturationDetector(), s.Profile().Filters)
+	}
+	// Without saturationDetector the scheduler has none; the server supplies the default.
+	if s, err = load(scheduling.DefaultConfig); err != nil || s.SaturationDetector() != nil {
+		t.Errorf("default config: detector %v, err %v", s.SaturationDetector(), err)
+	}
+
+	for _, tc := range []struct{ name, text, want string }{
+		{"bad threshold", header + "plugins:\n- type: utilization-detector\n  parameters: {queueDepthThreshold: 0}\n",
+			`plugin "utilization-detector" (type utilization-detector): parameters: queueDepthThreshold must be greater than 0`},
+		{"negative headroom", header + "plugins:\n- name: ud\n  type: utilization-detector\n  parameters: {headroom: -1}\n",
+			`plugin "ud" (type utilization-detector): parameters: headroom must not be negative`},
+		{"dangling detector", header + "plugins:\n- type: queue-scorer\nsaturationDetector: {pluginRef: nope}\n",
+			`saturationDetector: pluginRef "nope" names no plugin`},
+		{"not a detector", header + "plugins:\n- type: queue-scorer\nsaturationDetector: {pluginRef: queue-scorer}\n",
+			`plugin "queue-scorer" (type queue-scorer) is not a saturation detector`},
+	} {
+		_, err := load(tc.text)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to contain %q", tc.name, err, tc.want)
+		}
+	}
+}

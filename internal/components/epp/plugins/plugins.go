@@ -8,12 +8,13 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/components/epp/filter"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/picker"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/prefix"
+	"github.com/inference-sandbox/sandbox/internal/components/epp/saturation"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/scheduling"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/scorer"
 )
 
 // inert is a plugin type upstream configs name for machinery this picker builds in (profile
-// handling, metric collection, saturation detection). Accepting them lets an upstream config
+// handling, metric collection, parsing). Accepting them lets an upstream config
 // file load unchanged; they take part in no decision.
 type inert struct{ tn scheduling.TypedName }
 
@@ -42,10 +43,11 @@ func Registry() scheduling.Registry {
 		filter.PrefillType:         filter.NewPrefill,
 		filter.LabelSelectorType:   filter.NewLabelSelector,
 		filter.HeaderTestingType:   filter.NewHeaderTesting,
+		saturation.Type:            saturation.New,
 	}
 	for _, t := range []string{
 		"single-profile-handler", "approx-prefix-cache-producer", "metrics-data-source",
-		"core-metrics-extractor", "utilization-detector", "openai-parser",
+		"core-metrics-extractor", "openai-parser",
 	} {
 		r[t] = inertFactory(t)
 	}

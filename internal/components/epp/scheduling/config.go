@@ -234,13 +234,44 @@ func Load(data []byte, reg Registry, h Handle, observe ObserverFor) (*Scheduler,
 		}
 		prof.Picker = p.(Picker)
 	}
+	var detector SaturationDetector
+	if sd := cfg.SaturationDetector; sd != nil {
+		if sd.PluginRef == "" {
+			return nil, fmt.Errorf("EndpointPickerConfig: saturationDetector: pluginRef is required")
+		}
+		p, ok := instances[sd.PluginRef]
+		if !ok {
+			// Upstream configs may name the detector's type without declaring an instance:
+			// build one with its defaults.
+			f, known := reg[sd.PluginRef]
+			if !known {
+				return nil, fmt.Errorf("EndpointPickerConfig: saturationDetector: pluginRef %q names no plugin in plugins "+
+					"and no plugin type", sd.PluginRef)
+			}
+			var err error
+			if p, err = f(sd.PluginRef, nil, h); err != nil {
+				return nil, fmt.Errorf("EndpointPickerConfig: saturationDetector %q: %w", sd.PluginRef, err)
+			}
+			instances[sd.PluginRef] = p
+			order = append(order, sd.PluginRef)
+		}
+		if detector, ok = p.(SaturationDetector); !ok {
+			return nil, fmt.Errorf("EndpointPickerConfig: saturationDetector: plugin %q (type %s) is not a saturation detector",
+				sd.PluginRef, p.TypedName().Type)
+		}
+	}
 	var extra []Plugin
 	for _, name := range order {
 		if !used[name] {
 			extra = append(extra, instances[name])
 		}
 	}
-	return NewScheduler(prof, extra, observe)
+	s, err := NewScheduler(prof, extra, observe)
+	if err != nil {
+		return nil, err
+	}
+	s.detector = detector
+	return s, nil
 }
 
 func isSchedulingPlugin(p Plugin) bool {

@@ -102,6 +102,13 @@ type Picker interface {
 	Pick(cs *CycleState, eps []*datastore.Endpoint, totals []float64) []*datastore.Endpoint
 }
 
+// SaturationDetector measures how loaded the pool is for admission (llm-d-facts §2.8): 1 means
+// exactly at capacity, more is overloaded. The config's saturationDetector names one.
+type SaturationDetector interface {
+	Plugin
+	Saturation(ctx context.Context, eps []*datastore.Endpoint) float64
+}
+
 // PreRequest plugins run after a successful pick, before the request is forwarded; the prefix
 // scorer uses it to learn where the prompt's blocks now live.
 type PreRequest interface {
@@ -157,6 +164,7 @@ type Scheduler struct {
 	filterObs []Observer
 	scorerObs []Observer
 	pickerObs Observer
+	detector  SaturationDetector
 }
 
 // NewScheduler builds a scheduler for a profile. observe may be nil.
@@ -201,6 +209,10 @@ func resolve(observe ObserverFor, point string, p Plugin) Observer {
 
 // Profile returns the profile the scheduler runs.
 func (s *Scheduler) Profile() Profile { return s.profile }
+
+// SaturationDetector returns the detector the config's saturationDetector names, or nil when the
+// config names none (the caller then chooses a default).
+func (s *Scheduler) SaturationDetector() SaturationDetector { return s.detector }
 
 // Plugins returns every plugin instance in use.
 func (s *Scheduler) Plugins() []Plugin { return s.plugins }
