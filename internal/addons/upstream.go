@@ -106,9 +106,15 @@ var (
 	BBRChart = UpstreamChart{
 		Release: "body-based-router", Namespace: KAITONamespace, Chart: versions.BBRChart, Version: versions.InferenceExtension,
 		Values: func(Values) map[string]any {
-			// No provider: only the Deployment and Service. Each namespace's modelharness
-			// inserts the ext_proc filter itself, just before the picker's (facts §1.5, §7.1).
-			return map[string]any{"provider": map[string]any{"name": "none"}}
+			// No provider: only the Deployment, Service and RBAC. Each namespace's modelharness
+			// inserts the ext_proc filter itself, just before the picker's (facts §1.5, §7.1),
+			// and originates the TLS the router serves (its chart cannot turn TLS off: the flags
+			// map renders `--secure-serving "false"`, which the binary's pflag reads as true).
+			return map[string]any{
+				"provider": map[string]any{"name": "none"},
+				// The chart's default is Always; the image is preloaded and nodes cannot pull.
+				"bbr": map[string]any{"image": map[string]any{"pullPolicy": "IfNotPresent"}},
+			}
 		},
 	}
 	AuthChart = UpstreamChart{
@@ -131,7 +137,10 @@ var (
 	}
 	KEDAChart = UpstreamChart{
 		Release: "keda", Namespace: UpstreamKEDANamespace, Chart: "keda", Repo: versions.KEDAChartRepo, Version: versions.KEDAChart,
-		Values: func(Values) map[string]any { return map[string]any{} },
+		Values: func(Values) map[string]any {
+			// One pull policy for all three components; the chart's default is Always.
+			return map[string]any{"image": map[string]any{"pullPolicy": "IfNotPresent"}}
+		},
 	}
 	ScalerChart = UpstreamChart{
 		// keda-kaito-scaler manages a ClusterTriggerAuthentication, so it lives with KEDA.

@@ -252,6 +252,10 @@ func TestIstioChartsRenderWithCatalogueValues(t *testing.T) {
 		if pilot.Image != versions.IstioHub+"/pilot:"+versions.Istio {
 			t.Errorf("istiod image %s, want the pinned pilot %s", pilot.Image, versions.Istio)
 		}
+		// Empty is the API server's IfNotPresent for a tag other than latest.
+		if p := pilot.ImagePullPolicy; p != "" && p != corev1.PullIfNotPresent {
+			t.Errorf("istiod imagePullPolicy %q: the image is preloaded and nodes cannot pull", p)
+		}
 		if cpu := pilot.Resources.Requests.Cpu(); cpu.MilliValue() > 100 {
 			t.Errorf("istiod requests %s CPU; two shared cores need it small", cpu)
 		}

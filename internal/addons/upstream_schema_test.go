@@ -16,6 +16,7 @@ import (
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/defaulting"
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/schema/pruning"
 	"k8s.io/apiextensions-apiserver/pkg/apiserver/validation"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -113,6 +114,39 @@ func loadSchemas(t *testing.T) *schemas {
 	return s
 }
 
+// aggregatorKinds are built-in kinds that client-go's scheme lacks: the aggregator's APIService
+// (KEDA's metrics server registers one). k8s.io/kube-aggregator is not a dependency, so its v1
+// type is spelled out below, field for field, for the strict decoding.
+var aggregatorKinds = map[schema.GroupVersionKind]func() runtime.Object{
+	{Group: "apiregistration.k8s.io", Version: "v1", Kind: "APIService"}: func() runtime.Object { return &apiService{} },
+}
+
+type apiService struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+	Spec              struct {
+		Service *struct {
+			Namespace string `json:"namespace,omitempty"`
+			Name      string `json:"name,omitempty"`
+			Port      *int32 `json:"port,omitempty"`
+		} `json:"service,omitempty"`
+		Group                 string `json:"group,omitempty"`
+		Version               string `json:"version,omitempty"`
+		InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify,omitempty"`
+		CABundle              []byte `json:"caBundle,omitempty"`
+		GroupPriorityMinimum  int32  `json:"groupPriorityMinimum"`
+		VersionPriority       int32  `json:"versionPriority"`
+	} `json:"spec"`
+	Status struct {
+		Conditions []metav1.Condition `json:"conditions,omitempty"`
+	} `json:"status,omitempty"`
+}
+
+func (a *apiService) DeepCopyObject() runtime.Object {
+	c := *a
+	return &c
+}
+
 // validate returns every reason the API server would reject or silently change obj.
 func (s *schemas) validate(obj *unstructured.Unstructured) []string {
 	gvk := obj.GroupVersionKind()
@@ -127,6 +161,9 @@ func (s *schemas) validate(obj *unstructured.Unstructured) []string {
 		return nil
 	}
 	typed, err := scheme.Scheme.New(gvk)
+	if newTyped, ok := aggregatorKinds[gvk]; ok {
+		typed, err = newTyped(), nil
+	}
 	if err != nil {
 		return []string{fmt.Sprintf("no schema for %s (neither built in nor a known CRD)", gvk)}
 	}
@@ -227,6 +264,10 @@ datta: {a: b}`,
 kind: ScaledObject
 metadata: {name: s, namespace: ns1}
 spec: {triggers: []}`,
+		"APIService with an unknown field": `apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: v1beta1.external.metrics.k8s.io}
+spec: {group: external.metrics.k8s.io, version: v1beta1, groupPriorityMinimum: 100, versionPriority: 100, servce: {name: m, namespace: keda}}`,
 		"unknown kind": `apiVersion: example.com/v1
 kind: Widget
 metadata: {name: w}`,
