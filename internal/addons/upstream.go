@@ -316,8 +316,9 @@ func inferenceExtensionCRDsEstablished(ctx context.Context, env *Env) error {
 }
 
 // InferenceExtensionCRDs downloads (once, into cacheDir) the pinned release manifest of the
-// Gateway API Inference Extension and returns its CRDs. The module proxy does not serve that
-// module, so unlike the Gateway API CRDs these come from the GitHub release.
+// Gateway API Inference Extension and returns its CRDs, from the GitHub release as upstream's
+// install does. (The module proxy serves sigs.k8s.io/gateway-api-inference-extension@v1.5.0
+// too; the tests read its config/crd/bases and body-based-routing chart from there.)
 func InferenceExtensionCRDs(ctx context.Context, cacheDir string) ([]*unstructured.Unstructured, error) {
 	data, err := fetchCached(ctx, versions.InferenceExtensionCRDs, filepath.Join(cacheDir, "gateway-api-inference-extension-"+versions.InferenceExtension+".yaml"))
 	if err != nil {

@@ -81,10 +81,11 @@ func decodeFile(t *testing.T, path string) []*unstructured.Unstructured {
 
 // loadSchemas gathers the CRDs every upstream object is checked against: Gateway API
 // (sigs.k8s.io/gateway-api), Istio (istio.io/istio's base chart files), KEDA
-// (github.com/kedacore/keda/v2), and this repository's InferencePool, APIKey and InferenceSet
-// CRDs: the Inference Extension, KAITO and llm-gateway-auth modules are not served by the
-// module proxy, so their real CRDs are only checked by the e2e dry-run of the upstream
-// profile's install.
+// (github.com/kedacore/keda/v2), the Inference Extension's InferencePool
+// (sigs.k8s.io/gateway-api-inference-extension at the pinned release, this repository's own
+// when that cannot be downloaded), and this repository's APIKey and InferenceSet CRDs: the
+// KAITO and llm-gateway-auth modules are not served by the module proxy, so their real CRDs
+// are only checked by the e2e dry-run of the upstream profile's install.
 func loadSchemas(t *testing.T) *schemas {
 	t.Helper()
 	s := &schemas{crds: map[schema.GroupKind]*apiextensionsv1.CustomResourceDefinition{}}
@@ -110,6 +111,13 @@ func loadSchemas(t *testing.T) *schemas {
 			t.Fatal(err)
 		}
 		s.add(t, name, objs)
+	}
+	// The Inference Extension's own CRDs at the pinned release replace this repository's
+	// InferencePool, which was written from notes.
+	if dir, err := crds.ModuleDir(context.Background(), inferenceExtensionModule, versions.InferenceExtension); err != nil {
+		t.Logf("%s@%s not available, InferencePool checked against this repository's CRD: %v", inferenceExtensionModule, versions.InferenceExtension, err)
+	} else {
+		s.add(t, inferenceExtensionModule, decodeFile(t, filepath.Join(dir, "config/crd/bases/inference.networking.k8s.io_inferencepools.yaml")))
 	}
 	return s
 }
