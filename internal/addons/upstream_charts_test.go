@@ -216,7 +216,8 @@ func TestBBRChartRendersWithCatalogueValues(t *testing.T) {
 		t.Errorf("Service port %d targets %s, BBR listens on %d", port, sp.TargetPort.String(), grpcPort)
 	// Istio builds an HTTP/2 cluster (gRPC, and ALPN h2 when it originates TLS) only for a
 	// port it knows is HTTP/2.
-	case sp.AppProtocol == nil || !strings.EqualFold(*sp.AppProtocol, "HTTP2") && !strings.HasPrefix(sp.Name, "grpc") && !strings.HasPrefix(sp.Name, "http2"):
+	case !(sp.AppProtocol != nil && (strings.EqualFold(*sp.AppProtocol, "HTTP2") || strings.EqualFold(*sp.AppProtocol, "grpc")) ||
+		strings.HasPrefix(sp.Name, "grpc") || strings.HasPrefix(sp.Name, "http2")):
 		t.Errorf("Service port %+v is not declared HTTP/2 or gRPC to Istio", *sp)
 	}
 
