@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/inference-sandbox/sandbox/internal/components/epp/datastore"
+	"github.com/inference-sandbox/sandbox/internal/components/epp/objective"
 	"github.com/inference-sandbox/sandbox/internal/kube"
 )
 
@@ -114,11 +115,11 @@ func run(ctx context.Context, f flags) error {
 		}
 		opts.Source = datastore.StaticSource(specs)
 	default:
-		src, err := kubeSource(f, log)
+		src, objectives, err := kubeSources(f, log)
 		if err != nil {
 			return err
 		}
-		opts.Source = src
+		opts.Source, opts.Objectives = src, objectives
 	}
 	srv, err := Start(ctx, opts)
 	if err != nil {
@@ -129,7 +130,8 @@ func run(ctx context.Context, f flags) error {
 	return srv.Wait()
 }
 
-func kubeSource(f flags, log *slog.Logger) (*datastore.KubeSource, error) {
+// kubeSources watches the pool and its pods, and the InferenceObjectives of the pool's namespace.
+func kubeSources(f flags, log *slog.Logger) (*datastore.KubeSource, *objective.Watcher, error) {
 	var c *kube.Client
 	var err error
 	if f.kubeconfig != "" {
@@ -137,13 +139,15 @@ func kubeSource(f flags, log *slog.Logger) (*datastore.KubeSource, error) {
 	} else {
 		var cfg *rest.Config
 		if cfg, err = rest.InClusterConfig(); err != nil {
-			return nil, fmt.Errorf("in-cluster Kubernetes configuration (use --kubeconfig outside a cluster): %w", err)
+			return nil, nil, fmt.Errorf("in-cluster Kubernetes configuration (use --kubeconfig outside a cluster): %w", err)
 		}
 		c, err = kube.NewForConfig(cfg)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("Kubernetes client for InferencePool %s/%s: %w", f.poolNamespace, f.poolName, err)
+		return nil, nil, fmt.Errorf("Kubernetes client for InferencePool %s/%s: %w", f.poolNamespace, f.poolName, err)
 	}
 	return &datastore.KubeSource{Dynamic: c.Dynamic, Clientset: c.Clientset, Namespace: f.poolNamespace,
-		Name: f.poolName, Group: f.poolGroup, Log: log}, nil
+			Name: f.poolName, Group: f.poolGroup, Log: log},
+		&objective.Watcher{Dynamic: c.Dynamic, Discovery: c.Clientset.Discovery(), Namespace: f.poolNamespace,
+			PoolName: f.poolName, PoolGroup: f.poolGroup, Log: log}, nil
 }

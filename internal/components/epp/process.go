@@ -21,6 +21,7 @@ import (
 
 	"github.com/inference-sandbox/sandbox/internal/components/epp/datastore"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/decision"
+	"github.com/inference-sandbox/sandbox/internal/components/epp/objective"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/scheduling"
 	"github.com/inference-sandbox/sandbox/internal/extproc"
 )
@@ -58,12 +59,15 @@ var systemHeaders = map[string]bool{
 // Processor is the ext_proc service: one Process stream per HTTP request.
 type Processor struct {
 	extprocv3.UnimplementedExternalProcessorServer
-	store   *datastore.Store
-	sched   *scheduling.Scheduler
-	metrics *metrics
-	ring    *decision.Ring
-	maxBody int
-	log     *slog.Logger
+	store *datastore.Store
+	sched *scheduling.Scheduler
+	// detector measures pool saturation for admission; objectives gives request priorities.
+	detector   scheduling.SaturationDetector
+	objectives objective.Lookup
+	metrics    *metrics
+	ring       *decision.Ring
+	maxBody    int
+	log        *slog.Logger
 }
 
 // exchange is the state of one stream.
@@ -73,6 +77,8 @@ type exchange struct {
 	requestID    string
 	generatedID  bool
 	rewrite      string
+	objective    string
+	priority     int
 	subset       []string
 	subsetGiven  bool
 	body         []byte
@@ -205,6 +211,8 @@ func (p *Processor) readHeaders(x *exchange, hm *corev3.HeaderMap) {
 			x.requestID = headerText(h)
 		case modelRewriteHeader:
 			x.rewrite = headerText(h)
+		case objectiveHeader:
+			x.objective = headerText(h)
 		}
 	}
 	if x.requestID == "" {
@@ -284,6 +292,9 @@ func (p *Processor) schedule(ctx context.Context, x *exchange, endOfStream bool)
 	if len(cands) == 0 {
 		return p.fail(x, schedulingError(scheduling.ErrNoEndpoints), 0)
 	}
+	if rerr := p.admit(ctx, x, cands); rerr != nil {
+		return p.fail(x, rerr, 0)
+	}
 	req := &scheduling.Request{ID: x.requestID, Model: pb.model, TargetModel: pb.targetModel,
 		Prompt: pb.prompt, CacheSalt: pb.salt, Headers: p.headerMap(x)}
 	start := time.Now()
@@ -296,7 +307,7 @@ func (p *Processor) schedule(ctx context.Context, x *exchange, endOfStream bool)
 	p.metrics.schedE2E.Observe(took.Seconds())
 	target := res.Targets[0]
 	p.metrics.schedAttempts.WithLabelValues("success", pb.targetModel, podName(target), target.Namespace, target.Port).Inc()
-	p.metrics.requestTotal.WithLabelValues(pb.model, pb.targetModel, "0").Inc()
+	p.metrics.requestTotal.WithLabelValues(pb.model, pb.targetModel, strconv.Itoa(x.priority)).Inc()
 	if pf := res.State.Prefix; pf.Valid && pf.TotalBlocks > 0 {
 		p.metrics.prefixHitRatio.Observe(float64(pf.MatchedBlocks) / float64(pf.TotalBlocks))
 		p.metrics.prefixHitBytes.Observe(float64(pf.MatchedBlocks * pf.BlockSize))
@@ -316,6 +327,29 @@ func (p *Processor) schedule(ctx context.Context, x *exchange, endOfStream bool)
 	out := make([]*extprocv3.ProcessingResponse, 0, 2)
 	out = append(out, p.headersReply(x, dest, len(pb.out)))
 	return append(out, extproc.StreamedBody(false, pb.out, endOfStream)...), false
+}
+
+// admit is upstream's admission without flow control (llm-d-facts §2.8): the request's priority
+// is that of the InferenceObjective its x-gateway-inference-objective header names (0 when it
+// names none or an unknown one); a sheddable request (priority < 0) is rejected with 429 while
+// the candidates' saturation is at least 1, every other request passes.
+func (p *Processor) admit(ctx context.Context, x *exchange, cands []*datastore.Endpoint) *reqError {
+	x.priority = 0
+	if x.objective != "" && p.objectives != nil {
+		if prio, ok := p.objectives.Priority(x.objective); ok {
+			x.priority = prio
+		}
+	}
+	if x.priority >= 0 || p.detector == nil {
+		return nil
+	}
+	sat := p.detector.Saturation(ctx, cands)
+	if sat < 1 {
+		return nil
+	}
+	return &reqError{status: http.StatusTooManyRequests, code: codeResourceExhausted,
+		msg: fmt.Sprintf("pool saturated (%.2f of capacity); request of objective %q with priority %d shed",
+			sat, x.objective, x.priority)}
 }
 
 // headersReply is the request-headers answer: destination header and dynamic metadata, the new

@@ -25,8 +25,10 @@ import (
 
 	"github.com/inference-sandbox/sandbox/internal/components/epp/datastore"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/decision"
+	"github.com/inference-sandbox/sandbox/internal/components/epp/objective"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/plugins"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/prefix"
+	"github.com/inference-sandbox/sandbox/internal/components/epp/saturation"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/scheduling"
 	"github.com/inference-sandbox/sandbox/internal/components/epp/scrape"
 	"github.com/inference-sandbox/sandbox/internal/extproc"
@@ -44,6 +46,9 @@ type Options struct {
 	PoolGroup     string
 	// Source overrides discovery (static lists, tests); otherwise the Kubernetes pool is watched.
 	Source datastore.Source
+	// Objectives keeps the InferenceObjective store current (in a cluster: an informer); nil
+	// leaves it empty, so every request has priority 0 unless a test fills Server.Objectives().
+	Objectives ObjectiveSource
 	// ConfigText is an EndpointPickerConfig; empty means scheduling.DefaultConfig.
 	ConfigText             string
 	GRPCAddr               string
@@ -59,22 +64,31 @@ type Options struct {
 	Log           *slog.Logger
 }
 
+// ObjectiveSource fills the picker's InferenceObjective store until ctx ends.
+type ObjectiveSource interface {
+	Run(ctx context.Context, store *objective.Store) error
+}
+
 // Server is a running picker.
 type Server struct {
-	opts      Options
-	store     *datastore.Store
-	processor *Processor
-	ring      *decision.Ring
-	health    *health.Server
-	grpcLn    net.Listener
-	healthLn  net.Listener
-	metricsLn net.Listener
-	done      chan struct{}
-	err       error
+	opts       Options
+	store      *datastore.Store
+	objectives *objective.Store
+	processor  *Processor
+	ring       *decision.Ring
+	health     *health.Server
+	grpcLn     net.Listener
+	healthLn   net.Listener
+	metricsLn  net.Listener
+	done       chan struct{}
+	err        error
 }
 
 // Store exposes the endpoint set, for tests that churn it and for embedding callers.
 func (s *Server) Store() *datastore.Store { return s.store }
+
+// Objectives is the InferenceObjective priority store admission reads.
+func (s *Server) Objectives() *objective.Store { return s.objectives }
 
 // GRPCAddr is the ext_proc listen address.
 func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
@@ -144,7 +158,15 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 
 	s := &Server{opts: opts, store: store, ring: decision.NewRing(opts.DecisionRing), health: health.NewServer(),
 		done: make(chan struct{})}
-	s.processor = &Processor{store: store, sched: sched, metrics: m, ring: s.ring, maxBody: opts.MaxBodyBytes, log: opts.Log}
+	// Without a saturationDetector in the config, admission uses the utilization detector with
+	// upstream's defaults, as upstream does.
+	var detector scheduling.SaturationDetector = saturation.Default()
+	if d := sched.SaturationDetector(); d != nil {
+		detector = d
+	}
+	s.objectives = objective.NewStore()
+	s.processor = &Processor{store: store, sched: sched, detector: detector, objectives: s.objectives,
+		metrics: m, ring: s.ring, maxBody: opts.MaxBodyBytes, log: opts.Log}
 	for _, name := range healthServices {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
 	}
@@ -198,6 +220,9 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 		}()
 	}
 	run(func() error { return opts.Source.Run(ctx, store) })
+	if opts.Objectives != nil {
+		run(func() error { return opts.Objectives.Run(ctx, s.objectives) })
+	}
 	run(func() error {
 		scrape.New(scrape.Options{Interval: opts.RefreshMetricsInterval, Log: opts.Log}).Run(ctx, store)
 		return nil
