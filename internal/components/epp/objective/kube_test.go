@@ -10,6 +10,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	discoveryfake "k8s.io/client-go/discovery/fake"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/inference-sandbox/sandbox/internal/apiservertest"
 	"github.com/inference-sandbox/sandbox/internal/crds"
@@ -164,5 +169,59 @@ func TestObjectiveDefaults(t *testing.T) {
 	bad.Object["spec"] = map[string]any{"priority": "high"}
 	if _, err := FromUnstructured(bad); err == nil {
 		t.Error("a string priority converted")
+	}
+}
+
+// TestWatcherWithFakeClients covers the same event handling without a kube-apiserver, so it
+// runs on machines without envtest binaries.
+func TestWatcherWithFakeClients(t *testing.T) {
+	const ns = "models"
+	dyn := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{GVR: Kind + "List"},
+		objectiveObj(ns, "batch", "phi-pool", ptr(-1)), objectiveObj(ns, "elsewhere", "other-pool", ptr(3)))
+	disc := &discoveryfake.FakeDiscovery{Fake: &clienttesting.Fake{Resources: []*metav1.APIResourceList{{
+		GroupVersion: GVR.GroupVersion().String(),
+		APIResources: []metav1.APIResource{{Name: Resource, Namespaced: true, Kind: Kind}},
+	}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	store := NewStore()
+	w := &Watcher{Dynamic: dyn, Discovery: disc, Namespace: ns, PoolName: "phi-pool",
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, store) }()
+
+	waitFor(t, "the existing objective", func() bool { p, ok := store.Priority("batch"); return ok && p == -1 })
+	res := dyn.Resource(GVR).Namespace(ns)
+	if _, err := res.Create(ctx, objectiveObj(ns, "chat", "phi-pool", nil), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Update(ctx, objectiveObj(ns, "batch", "other-pool", ptr(-1)), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "create and poolRef change", func() bool {
+		_, batch := store.Priority("batch")
+		p, chat := store.Priority("chat")
+		return !batch && chat && p == 0 && store.Len() == 1
+	})
+	if err := res.Delete(ctx, "chat", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "deletion", func() bool { return store.Len() == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("watcher returned %v", err)
+	}
+
+	// A server without the CRD: nothing is watched, and Run still ends with its context.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	w2 := &Watcher{Dynamic: dyn, Discovery: &discoveryfake.FakeDiscovery{Fake: &clienttesting.Fake{}}, Namespace: ns,
+		PoolName: "phi-pool", RecheckInterval: 10 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	empty := NewStore()
+	go func() { done <- w2.Run(ctx2, empty) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel2()
+	if err := <-done; err != nil || empty.Len() != 0 {
+		t.Errorf("without the CRD: err %v, %d objectives", err, empty.Len())
 	}
 }
