@@ -17,12 +17,24 @@ import (
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
-// crdObjects gathers the Gateway API standard CRDs (read from the gateway-api module in the
-// module cache, never copied into this repository) and this repository's own CRDs.
+// crdObjects gathers the Gateway API standard CRDs and the Inference Extension's InferencePool
+// and InferenceObjective (read from the upstream modules in the module cache, never copied into
+// this repository) and this repository's own CRDs (KAITO's APIKey and InferenceSet).
 func crdObjects(ctx context.Context) ([]*unstructured.Unstructured, error) {
 	objs, err := gatewayAPIObjects(ctx)
 	if err != nil {
 		return nil, err
+	}
+	ie, err := crds.InferenceExtension(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range ie {
+		o, err := kube.Decode(f.Data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f.Name, err)
+		}
+		objs = append(objs, o...)
 	}
 	own, err := fs.Glob(manifests.CRDs, "*.yaml")
 	if err != nil {

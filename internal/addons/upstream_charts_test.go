@@ -34,7 +34,7 @@ import (
 //     nearest version the proxy has to the pinned versions.KEDAChart (2.19.0): the proxy has no
 //     tagged module of that repository, so the keys and objects checked here are 2.20.2's.
 const (
-	inferenceExtensionModule = "sigs.k8s.io/gateway-api-inference-extension"
+	inferenceExtensionModule = crds.InferenceExtensionModule
 	kedaChartsModule         = "github.com/kedacore/charts"
 	kedaChartsVersion        = "v2.20.3-0.20260903105638-fe065f4d8938+incompatible"
 )

@@ -112,12 +112,16 @@ func loadSchemas(t *testing.T) *schemas {
 		}
 		s.add(t, name, objs)
 	}
-	// The Inference Extension's own CRDs at the pinned release replace this repository's
-	// InferencePool, which was written from notes.
-	if dir, err := crds.ModuleDir(context.Background(), inferenceExtensionModule, versions.InferenceExtension); err != nil {
-		t.Logf("%s@%s not available, InferencePool checked against this repository's CRD: %v", inferenceExtensionModule, versions.InferenceExtension, err)
-	} else {
-		s.add(t, inferenceExtensionModule, decodeFile(t, filepath.Join(dir, "config/crd/bases/inference.networking.k8s.io_inferencepools.yaml")))
+	ie, err := crds.InferenceExtension(context.Background())
+	if err != nil {
+		t.Skipf("Inference Extension CRDs: %v", err)
+	}
+	for _, f := range ie {
+		objs, err := kube.Decode(f.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.add(t, f.Name, objs)
 	}
 	return s
 }

@@ -1,7 +1,9 @@
-// Package crds provides the Gateway API's standard-channel CRDs for `sandbox up`. They are read
-// from the sigs.k8s.io/gateway-api module in the Go module cache (downloaded through the module
-// proxy when missing) rather than copied into this repository, so the installed CRDs always
-// match the Go types the gateway controller was built with.
+// Package crds provides the upstream CRDs `sandbox up` installs: the Gateway API's standard
+// channel and the Gateway API Inference Extension's InferencePool and InferenceObjective. They
+// are read from the upstream Go modules in the module cache (downloaded through the module
+// proxy when missing) rather than copied into this repository, so the installed CRDs are
+// exactly the released ones: objects written for upstream apply unchanged, and objects the
+// sandbox writes would apply upstream.
 package crds
 
 import (
@@ -12,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/yaml"
 
-	"github.com/inference-sandbox/sandbox/manifests"
+	"github.com/inference-sandbox/sandbox/internal/versions"
 )
 
 const (
@@ -32,6 +33,17 @@ const (
 	// GatewayAPIVersion is the module version in go.mod (a test keeps them equal).
 	GatewayAPIVersion = "v1.6.3"
 	standardDir       = "config/crd/standard"
+)
+
+const (
+	// InferenceExtensionModule ships its CRDs in config/crd/bases.
+	InferenceExtensionModule = "sigs.k8s.io/gateway-api-inference-extension"
+	inferenceExtensionDir    = "config/crd/bases"
+	// InferencePoolFile and InferenceObjectiveFile are the two Inference Extension APIs the
+	// offline components implement; its other CRDs (InferenceModelRewrite, InferencePoolImport)
+	// are left out, since nothing here would act on them.
+	InferencePoolFile      = "inference.networking.k8s.io_inferencepools.yaml"
+	InferenceObjectiveFile = "inference.networking.x-k8s.io_inferenceobjectives.yaml"
 )
 
 // File is one manifest file: a CRD, or the ValidatingAdmissionPolicy the standard channel
@@ -82,7 +94,7 @@ func ModuleDir(ctx context.Context, module, version string) (string, error) {
 func readManifests(dir string) ([]File, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading the Gateway API CRDs: %w", err)
+		return nil, fmt.Errorf("reading the CRDs in %s: %w", dir, err)
 	}
 	var files []File
 	for _, e := range entries {
@@ -102,19 +114,42 @@ func readManifests(dir string) ([]File, error) {
 	return files, nil
 }
 
-// Definitions decodes the CustomResourceDefinitions the gateway needs: the Gateway API standard
-// channel (without its admission policy) and the InferencePool CRD of manifests/crds. For
-// controller and data-plane tests against a real kube-apiserver.
+// InferenceExtension returns the InferencePool and InferenceObjective CRDs of the Inference
+// Extension release the sandbox pins (versions.InferenceExtension, the one the upstream
+// profile installs too).
+func InferenceExtension(ctx context.Context) ([]File, error) {
+	dir, err := ModuleDir(ctx, InferenceExtensionModule, versions.InferenceExtension)
+	if err != nil {
+		return nil, err
+	}
+	var files []File
+	for _, name := range []string{InferencePoolFile, InferenceObjectiveFile} {
+		data, err := os.ReadFile(filepath.Join(dir, inferenceExtensionDir, name))
+		if err != nil {
+			return nil, fmt.Errorf("reading the Inference Extension CRD %s: %w", name, err)
+		}
+		files = append(files, File{Name: name, Data: data})
+	}
+	return files, nil
+}
+
+// Definitions decodes the CustomResourceDefinitions the gateway and the endpoint picker need:
+// the Gateway API standard channel (without its admission policy), InferencePool and
+// InferenceObjective. For controller and data-plane tests against a real kube-apiserver.
 func Definitions(ctx context.Context) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	files, err := GatewayAPI(ctx)
 	if err != nil {
 		return nil, err
 	}
-	pool, err := fs.ReadFile(manifests.CRDs, "inference.networking.k8s.io_inferencepools.yaml")
+	ie, err := InferenceExtension(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("reading the InferencePool CRD: %w", err)
+		return nil, err
 	}
-	files = append(files, File{Name: "inference.networking.k8s.io_inferencepools.yaml", Data: pool})
+	return Decode(append(files, ie...))
+}
+
+// Decode returns the CustomResourceDefinitions among the files' objects.
+func Decode(files []File) ([]*apiextensionsv1.CustomResourceDefinition, error) {
 	var out []*apiextensionsv1.CustomResourceDefinition
 	for _, f := range files {
 		r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(f.Data)))

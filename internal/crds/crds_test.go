@@ -49,7 +49,7 @@ func TestDefinitions(t *testing.T) {
 			t.Errorf("InferencePool CRD differs from the v1 API: %+v", crd.Spec)
 		}
 	}
-	for _, k := range []string{"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "GRPCRoute", "InferencePool"} {
+	for _, k := range []string{"GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant", "GRPCRoute", "InferencePool", "InferenceObjective"} {
 		if !kinds[k] {
 			t.Errorf("no %s CRD (have %v)", k, kinds)
 		}

@@ -74,9 +74,18 @@ func TestWatcherAgainstAPIServer(t *testing.T) {
 		t.Fatalf("store has %d objectives before the CRD exists", store.Len())
 	}
 
-	objs, err := kube.Decode(crds.InferenceObjectiveYAML())
+	files, err := crds.InferenceExtension(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	var objs []*unstructured.Unstructured
+	for _, f := range files {
+		if f.Name != crds.InferenceObjectiveFile {
+			continue
+		}
+		if objs, err = kube.Decode(f.Data); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := kc.Apply(ctx, objs); err != nil {
 		t.Fatal(err)
