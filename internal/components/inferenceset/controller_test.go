@@ -83,6 +83,8 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 	asController.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:sandbox-system:inferenceset-controller"}
 	mo := ManagerOptions(scheme)
 	mo.Metrics = metricsserver.Options{BindAddress: "0"}
+	// Controller names are unique per process; `go test -count 2` builds the same one again.
+	mo.Controller.SkipNameValidation = ptr.To(true)
 	mgr, err := ctrl.NewManager(asController, mo)
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -142,7 +143,9 @@ func TestControllerAgainstAPIServer(t *testing.T) {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(asScaler, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	mgr, err := ctrl.NewManager(asScaler, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"},
+		// Controller names are unique per process; `go test -count 2` builds the same one again.
+		Controller: config.Controller{SkipNameValidation: ptr(true)}})
 	if err != nil {
 		t.Fatal(err)
 	}
