@@ -14,7 +14,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
+
+	"github.com/inference-sandbox/sandbox/internal/docker"
 )
 
 // Repository is the local repository of the stackd image.
@@ -86,7 +87,8 @@ func EnsureStackd(ctx context.Context, binary string) (string, bool, error) {
 	if err != nil {
 		return "", false, fmt.Errorf("hashing %s: %w", binary, err)
 	}
-	if exec.CommandContext(ctx, "docker", "image", "inspect", image).Run() == nil {
+	var d docker.CLI // the docker on PATH
+	if d.ImageExists(ctx, image) {
 		return image, false, nil
 	}
 	dir, err := os.MkdirTemp("", "sandbox-stackd-image-")
@@ -103,13 +105,8 @@ func EnsureStackd(ctx context.Context, binary string) (string, bool, error) {
 	}
 	// Runs as an unprivileged user by default; nothing in it needs root.
 	dockerfile := "FROM scratch\nCOPY stackd /stackd\nUSER 65532:65532\nENTRYPOINT [\"/stackd\"]\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+	if err := d.Build(ctx, dir, dockerfile, image); err != nil {
 		return "", false, err
-	}
-	cmd := exec.CommandContext(ctx, "docker", "build", "-q", "-t", image, dir)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", false, fmt.Errorf("building %s: %v: %s", image, err, strings.TrimSpace(string(out)))
 	}
 	return image, true, nil
 }

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/inference-sandbox/sandbox/internal/docker"
 	"github.com/inference-sandbox/sandbox/internal/nodeimage"
 	"github.com/inference-sandbox/sandbox/internal/progress"
 )
@@ -53,6 +54,8 @@ type BuildOptions struct {
 	// CacheDir holds the build module and binaries; DefaultCacheDir() when empty.
 	CacheDir string
 	Status   *progress.Status
+	// Docker builds and finds the image; the docker on PATH when zero.
+	Docker docker.CLI
 	// Force rebuilds the binaries and the image.
 	Force bool
 }
@@ -112,7 +115,7 @@ func Ensure(ctx context.Context, opts BuildOptions) (string, error) {
 		opts.CacheDir = DefaultCacheDir()
 	}
 	image := ImageName()
-	if !opts.Force && dockerImageExists(ctx, image) {
+	if !opts.Force && opts.Docker.ImageExists(ctx, image) {
 		opts.Status.Start("KEDA %s image %s", Version, image).Skip("cached")
 		return image, nil
 	}
@@ -122,7 +125,7 @@ func Ensure(ctx context.Context, opts BuildOptions) (string, error) {
 		return "", fmt.Errorf("building KEDA %s: %w", Version, err)
 	}
 	step = opts.Status.Start("Assembling image %s", image)
-	if err := step.End(buildImage(ctx, binDir, image)); err != nil {
+	if err := step.End(buildImage(ctx, opts.Docker, binDir, image)); err != nil {
 		return "", fmt.Errorf("building the KEDA image: %w", err)
 	}
 	return image, nil
@@ -244,13 +247,8 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func dockerImageExists(ctx context.Context, image string) bool {
-	return exec.CommandContext(ctx, "docker", "image", "inspect", image).Run() == nil
-}
-
-// buildImage assembles the image with the legacy builder: no BuildKit is needed and no
-// RUN step runs, so it works on a Docker engine without network access.
-func buildImage(ctx context.Context, binDir, image string) error {
+// buildImage assembles the image from the binaries in binDir.
+func buildImage(ctx context.Context, d docker.CLI, binDir, image string) error {
 	dir, err := os.MkdirTemp("", "sandbox-keda-image-")
 	if err != nil {
 		return err
@@ -264,15 +262,7 @@ func buildImage(ctx context.Context, binDir, image string) error {
 			}
 		}
 	}
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-		return err
-	}
-	cmd := exec.CommandContext(ctx, "docker", "build", "-q", "-t", image, dir)
-	cmd.Env = append(os.Environ(), "DOCKER_BUILDKIT=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("docker build %s: %w: %s", image, err, strings.TrimSpace(string(out)))
-	}
-	return nil
+	return d.Build(ctx, dir, dockerfile, image)
 }
 
 func copyFile(from, to string) error {

@@ -52,7 +52,7 @@ func (b *builder) preloadImages(ctx context.Context) error {
 			return err
 		}
 		dockerfile := fmt.Sprintf("FROM scratch\nCOPY bin %s\nENV PATH=%s\nENTRYPOINT [%q]\n", img.path, scratchPath, img.path)
-		if err := dockerBuild(ctx, dir, dockerfile, img.ref); err != nil {
+		if err := b.docker.Build(ctx, dir, dockerfile, img.ref); err != nil {
 			return err
 		}
 		refs = append(refs, img.ref)
@@ -129,7 +129,7 @@ func (b *builder) buildKubeProxyImage(ctx context.Context, dir string) error {
 		_ = os.Symlink("iptables-wrapper", filepath.Join(root, "usr/sbin", c))
 	}
 	dockerfile := fmt.Sprintf("FROM scratch\nCOPY root/ /\nENV PATH=%s\nENTRYPOINT [\"/usr/local/bin/kube-proxy\"]\n", scratchPath)
-	return dockerBuild(ctx, dir, dockerfile, b.kubeProxyRef())
+	return b.docker.Build(ctx, dir, dockerfile, b.kubeProxyRef())
 }
 
 var libPath = regexp.MustCompile(`(/[^ ]+\.so[^ ]*)`)
@@ -173,20 +173,6 @@ func copyResolved(rootfs, p, dst string, mode os.FileMode) error {
 		src = resolved
 	}
 	return copyFile(src, filepath.Join(dst, p), mode)
-}
-
-func dockerBuild(ctx context.Context, dir, dockerfile, tag string) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-		return err
-	}
-	// The legacy builder is what Debian's docker.io has; BuildKit would need buildx.
-	if err := run(ctx, nil, []string{"DOCKER_BUILDKIT=0"}, "docker", "build", "-q", "-t", tag, dir); err != nil {
-		return fmt.Errorf("building image %s: %w", tag, err)
-	}
-	return nil
 }
 
 // importIntoRootfs imports an image archive into the root file system's containerd store
@@ -276,15 +262,11 @@ func (b *builder) assemble(ctx context.Context) error {
 	// `docker import --change` rejects STOPSIGNAL, so the metadata comes from a build.
 	dir := filepath.Join(b.opts.CacheDir, "work", "meta")
 	dockerfile := fmt.Sprintf("FROM %s\nENV container=docker\nSTOPSIGNAL SIGRTMIN+3\nENTRYPOINT [\"/usr/local/bin/entrypoint\", \"/sbin/init\"]\n", rootfsImage)
-	if err := dockerBuild(ctx, dir, dockerfile, b.image); err != nil {
+	if err := b.docker.Build(ctx, dir, dockerfile, b.image); err != nil {
 		return err
 	}
 	_ = run(ctx, nil, nil, "docker", "rmi", rootfsImage)
 	// The work tree is a ~1 GB copy; the cached rootfs and binaries stay.
 	_ = os.RemoveAll(filepath.Join(b.opts.CacheDir, "work"))
 	return nil
-}
-
-func imageExists(ctx context.Context, image string) bool {
-	return run(ctx, nil, nil, "docker", "image", "inspect", "--format", "{{.Id}}", image) == nil
 }

@@ -20,6 +20,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/inference-sandbox/sandbox/internal/docker"
 	"github.com/inference-sandbox/sandbox/internal/progress"
 	"github.com/inference-sandbox/sandbox/internal/versions"
 )
@@ -115,14 +116,14 @@ func Build(ctx context.Context, opts Options) (string, error) {
 		return "", fmt.Errorf("kubernetes %s: the offline node image supports v1.34.x only (v1.35+ refuses cgroup v1 hosts)", opts.KubernetesVersion)
 	}
 	image := ImageName(opts.KubernetesVersion)
-	if !opts.Force && imageExists(ctx, image) {
+	b := &builder{opts: opts, image: image}
+	if !opts.Force && b.docker.ImageExists(ctx, image) {
 		opts.Status.Start("Node image %s", image).Skip("cached")
 		return image, nil
 	}
 	if err := checkHostTools(); err != nil {
 		return "", err
 	}
-	b := &builder{opts: opts, image: image}
 	stages := []struct {
 		name string
 		run  func(context.Context) error
@@ -146,6 +147,8 @@ func Build(ctx context.Context, opts Options) (string, error) {
 type builder struct {
 	opts  Options
 	image string
+	// docker is the docker on PATH, which checkHostTools requires.
+	docker docker.CLI
 	// work is the per-build copy of the root file system that becomes the image.
 	work string
 }
