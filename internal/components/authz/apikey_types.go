@@ -4,22 +4,17 @@ package authz
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 // The APIKey API as llm-gateway-auth's consumers use it: kaito.sh/v1alpha1, kind APIKey,
 // namespaced, an empty spec meaning "generate a random key" (kaito-keda-auth-facts §4.2). The
 // status is this implementation's own; upstream's is not known.
 var (
-	GroupVersion  = schema.GroupVersion{Group: "kaito.sh", Version: "v1alpha1"}
-	schemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
-		s.AddKnownTypes(GroupVersion, &APIKey{}, &APIKeyList{})
-		metav1.AddToGroupVersion(s, GroupVersion)
-		return nil
-	})
+	GroupVersion = schema.GroupVersion{Group: "kaito.sh", Version: "v1alpha1"}
 	// AddToScheme registers APIKey and APIKeyList.
-	AddToScheme = schemeBuilder.AddToScheme
+	AddToScheme = (&scheme.Builder{GroupVersion: GroupVersion}).Register(&APIKey{}, &APIKeyList{}).AddToScheme
 )
 
 const (

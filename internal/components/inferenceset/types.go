@@ -4,22 +4,17 @@ package inferenceset
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 // The InferenceSet API as the modeldeployment chart and keda-kaito-scaler use it
 // (shared/facts/kaito-keda-auth-facts.md §1.2-1.3). Only the fields this controller acts on are
 // typed; the CRD keeps the rest, and the controller never writes the spec back, so nothing is lost.
 var (
-	GroupVersion  = schema.GroupVersion{Group: "kaito.sh", Version: "v1alpha1"}
-	schemeBuilder = runtime.NewSchemeBuilder(func(s *runtime.Scheme) error {
-		s.AddKnownTypes(GroupVersion, &InferenceSet{}, &InferenceSetList{})
-		metav1.AddToGroupVersion(s, GroupVersion)
-		return nil
-	})
+	GroupVersion = schema.GroupVersion{Group: "kaito.sh", Version: "v1alpha1"}
 	// AddToScheme registers InferenceSet and InferenceSetList.
-	AddToScheme = schemeBuilder.AddToScheme
+	AddToScheme = (&scheme.Builder{GroupVersion: GroupVersion}).Register(&InferenceSet{}, &InferenceSetList{}).AddToScheme
 )
 
 // Labels, annotations and condition names shared with upstream KAITO and its consumers.
