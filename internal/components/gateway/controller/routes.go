@@ -20,7 +20,8 @@ import (
 	"github.com/inference-sandbox/sandbox/internal/components/gateway/routing"
 )
 
-// poolGVK is InferencePool v1, read as unstructured: no Go module of its API is available.
+// poolGVK is InferencePool v1, read as unstructured so that the controller does not take the
+// Inference Extension module (and its dependency tree) for one type it only looks up.
 var poolGVK = schema.GroupVersionKind{Group: routing.PoolGroup, Version: "v1", Kind: routing.PoolKind}
 
 // reconcileRoute writes this controller's entries of an HTTPRoute's status.parents: Accepted
