@@ -6,6 +6,7 @@ package apiservertest
 
 import (
 	"context"
+	"os"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -18,13 +19,22 @@ import (
 	"github.com/inference-sandbox/sandbox/manifests"
 )
 
+// RequireEnv, when set, turns a missing kube-apiserver/etcd into a failure. `make test` sets it,
+// since it builds the node image (and with it both binaries) first: there a skip would hide
+// every real-API-server test.
+const RequireEnv = "SANDBOX_REQUIRE_APISERVER"
+
 // BinaryDir returns a directory holding kube-apiserver and etcd: $KUBEBUILDER_ASSETS, else the
 // newest Kubernetes version the node-image cache holds. It skips the test when there is none,
-// since such a test cannot run, not fail, on a machine that never built a node image.
+// since such a test cannot run, not fail, on a machine that never built a node image, unless
+// RequireEnv is set.
 func BinaryDir(t testing.TB) string {
 	t.Helper()
 	dir, err := envtestassets.Dir()
 	if err != nil {
+		if os.Getenv(RequireEnv) != "" {
+			t.Fatalf("%v (%s is set, so this test must run)", err, RequireEnv)
+		}
 		t.Skip(err.Error())
 	}
 	return dir

@@ -27,7 +27,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
-	"github.com/inference-sandbox/sandbox/internal/envtestassets"
+	"github.com/inference-sandbox/sandbox/internal/apiservertest"
 	"github.com/inference-sandbox/sandbox/internal/keda"
 	"github.com/inference-sandbox/sandbox/internal/kube"
 	"github.com/inference-sandbox/sandbox/manifests"
@@ -37,10 +37,7 @@ import (
 // KEDA's CRDs (from the KEDA module), and installs manifests/offline/scaler.yaml.
 func startAPIServer(t *testing.T) *rest.Config {
 	t.Helper()
-	assets, err := envtestassets.Dir()
-	if errors.Is(err, envtestassets.ErrMissing) {
-		t.Skip(err)
-	}
+	assets := apiservertest.BinaryDir(t)
 	data, err := fs.ReadFile(manifests.CRDs, "kaito.sh_inferencesets.yaml")
 	if err != nil {
 		t.Fatal(err)
