@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,14 +191,49 @@ func TestUpstreamDryRun(t *testing.T) {
 					t.Errorf("removing namespace %s: %v", name, err)
 				}
 			}
-			eventually(t, time.Minute, "added CRDs gone", func() (bool, string) {
+			// The API server's CRD finalizer removes a deleted CRD once it has confirmed it has no
+			// instances. On the shared CI machine, after the whole suite, it once took over a minute for
+			// one of 15 CRDs (2026-12-03), though these CRDs never had an instance. A CRD the API server
+			// is still finalizing is harmless to the scenarios after this one (only the Istio
+			// CRDs' presence matters, not their absence) and the cluster is deleted at the end, so
+			// the teardown waits a while and then only insists that every delete took effect.
+			deadline := time.Now().Add(2 * time.Minute)
+			for {
+				var left []string
+				lost := false
 				for _, name := range added {
-					if _, err := c.Dynamic.Resource(crdResource).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
-						return false, fmt.Sprintf("%s still there (%v)", name, err)
+					crd, err := c.Dynamic.Resource(crdResource).Get(ctx, name, metav1.GetOptions{})
+					switch {
+					case apierrors.IsNotFound(err):
+						continue
+					case err != nil:
+						left = append(left, fmt.Sprintf("%s (%v)", name, err))
+					case crd.GetDeletionTimestamp() == nil:
+						lost = true
+						left = append(left, name+" (not being deleted)")
+					default:
+						conds, _, _ := unstructured.NestedSlice(crd.Object, "status", "conditions")
+						why := "terminating"
+						for _, cond := range conds {
+							if m, _ := cond.(map[string]any); m["type"] == "Terminating" {
+								why = fmt.Sprintf("terminating: %v: %v", m["reason"], m["message"])
+							}
+						}
+						left = append(left, name+" ("+why+")")
 					}
 				}
-				return true, ""
-			})
+				if len(left) == 0 {
+					break
+				}
+				if lost {
+					t.Fatalf("added CRDs not deleted: %s", strings.Join(left, ", "))
+				}
+				if time.Now().After(deadline) {
+					t.Logf("added CRDs still being finalized by the API server after 2m (harmless here): %s", strings.Join(left, ", "))
+					break
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
 			return ctx
 		}).Feature()
 	testenv.Test(t, f)
