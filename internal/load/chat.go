@@ -22,6 +22,8 @@ type ChatRequest struct {
 	// records with its decision, so the caller can find which pod served the answer.
 	RequestID string
 	Timeout   time.Duration
+	// Headers are extra request headers (see ParseHeaders).
+	Headers http.Header
 }
 
 // ChatResult is what came back.
@@ -44,6 +46,9 @@ func Chat(ctx context.Context, r ChatRequest, onText func(string)) (*ChatResult,
 	if r.Model == "" {
 		return nil, errors.New("no model: name the model to chat with")
 	}
+	if err := checkHeaders(r.Headers); err != nil {
+		return nil, err
+	}
 	if r.MaxTokens <= 0 {
 		r.MaxTokens = 128
 	}
@@ -63,6 +68,7 @@ func Chat(ctx context.Context, r ChatRequest, onText func(string)) (*ChatResult,
 	if err != nil {
 		return nil, err
 	}
+	addHeaders(req, r.Headers)
 	req.Header.Set("Content-Type", "application/json")
 	if r.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+r.APIKey)

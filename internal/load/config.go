@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -55,6 +56,9 @@ type Config struct {
 	// that wait counts in their latency.
 	RequestTimeout time.Duration
 	MaxInFlight    int
+	// Headers are sent with every request, e.g. x-gateway-inference-objective to run the load
+	// under an InferenceObjective (ParseHeaders reads them from flags).
+	Headers http.Header
 }
 
 // PodCounter reads a monotonically increasing per-pod request counter (for model pods,
@@ -127,6 +131,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("request timeout %s: want at most 10m", c.RequestTimeout)
 	case c.MaxInFlight < 1 || c.MaxInFlight > 65536:
 		return fmt.Errorf("max in flight %d: want 1..65536", c.MaxInFlight)
+	}
+	if err := checkHeaders(c.Headers); err != nil {
+		return err
 	}
 	return c.Workload.validate()
 }

@@ -333,6 +333,7 @@ func (r *runner) send(ctx context.Context, res *result) {
 		res.failure = err.Error()
 		return
 	}
+	addHeaders(req, r.cfg.Headers)
 	req.Header.Set("Content-Type", "application/json")
 	if r.cfg.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+r.cfg.APIKey)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ type Options struct {
 	MaxTokens          int
 	Timeout            time.Duration
 	Output             string
+	// Headers are the raw --header flags ("Name: value").
+	Headers []string
+	headers http.Header
 }
 
 // NewCmd returns `sandbox chat`.
@@ -38,13 +42,18 @@ then which pod served it: the endpoint picker's decision for the request's X-Req
 read through the API server, or "unknown" when it has no record.`,
 		Example: `  sandbox chat "What is a KV cache?"
   sandbox chat --model qwen-2.5-7b --max-tokens 16 "Hello"
-  sandbox chat -o json "Hi" | jq -r .pod`,
+  sandbox chat -o json "Hi" | jq -r .pod
+  sandbox chat -H "x-gateway-inference-objective: batch" "Summarise this"`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if opts.Output != "" && opts.Output != "text" && opts.Output != "json" {
 				return fmt.Errorf("-o %q: must be text or json", opts.Output)
 			}
-			opts.Prompt = args[0]
+			h, err := load.ParseHeaders(opts.Headers)
+			if err != nil {
+				return fmt.Errorf("--header: %w", err)
+			}
+			opts.Prompt, opts.headers = args[0], h
 			return run(cmd.Context(), f, opts)
 		},
 	}
@@ -55,6 +64,7 @@ read through the API server, or "unknown" when it has no record.`,
 	fl.StringVarP(&opts.Model, "model", "m", "", "model (default: the first deployed model)")
 	fl.IntVar(&opts.MaxTokens, "max-tokens", opts.MaxTokens, "longest answer in tokens")
 	fl.DurationVar(&opts.Timeout, "timeout", opts.Timeout, "limit of the request")
+	fl.StringArrayVarP(&opts.Headers, "header", "H", nil, "extra request header \"Name: value\" (repeatable), e.g. x-gateway-inference-objective")
 	fl.StringVarP(&opts.Output, "output", "o", "", "output format: text (default) or json")
 	return cmd
 }
@@ -90,7 +100,7 @@ func run(ctx context.Context, f *cmdutil.Factory, opts *Options) error {
 	}
 	res, err := load.Chat(ctx, load.ChatRequest{
 		URL: t.URL, APIKey: t.APIKey, Model: t.Model, Prompt: opts.Prompt,
-		MaxTokens: opts.MaxTokens, RequestID: uuid.NewString(), Timeout: opts.Timeout,
+		MaxTokens: opts.MaxTokens, RequestID: uuid.NewString(), Timeout: opts.Timeout, Headers: opts.headers,
 	}, onText)
 	if !jsonOut && res != nil && res.Content != "" {
 		fmt.Fprintln(out)

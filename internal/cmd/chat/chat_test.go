@@ -39,4 +39,18 @@ func TestChatCommand(t *testing.T) {
 	if r.Answer == "" || !strings.HasPrefix(r.Pod, "phi-4-mini-") || r.PodSource != "response-header" || r.RequestID == "" {
 		t.Errorf("json: %+v", r)
 	}
+
+	// Extra headers go through the whole chain; a reserved one is refused before anything is sent.
+	stdout.Reset()
+	cmd = NewCmd(f)
+	cmd.SetArgs(append(base, "-H", "x-gateway-inference-objective: batch", "Hello there"))
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	cmd = NewCmd(f)
+	cmd.SetArgs(append(base, "-H", "Content-Type: text/plain", "Hello there"))
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), "--header") || stdout.Len() != 0 {
+		t.Errorf("reserved header: error %v, stdout %q", err, stdout)
+	}
 }

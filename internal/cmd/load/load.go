@@ -26,6 +26,8 @@ type Options struct {
 	Config             load.Config
 	NoPodShare         bool
 	Output             string
+	// Headers are the raw --header flags ("Name: value").
+	Headers []string
 }
 
 // NewCmd returns `sandbox load`; runF replaces the run in tests of flag parsing.
@@ -60,7 +62,11 @@ multi-turn (--families conversations of --turns turns resending their history).`
   sandbox load --concurrency 32 --duration 45s --warmup 10s -o json | jq .throughputRps
 
   # exactly 100 unrelated prompts, not streamed
-  sandbox load --workload random --requests 100 --stream=false`,
+  sandbox load --workload random --requests 100 --stream=false
+
+  # as a sheddable InferenceObjective (negative priority): the report counts the 429s the
+  # endpoint picker answers while the pool is saturated (docs/epp.md)
+  sandbox load --concurrency 16 --header "x-gateway-inference-objective: batch"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
@@ -76,6 +82,11 @@ multi-turn (--families conversations of --turns turns resending their history).`
 			if opts.Output != "" && opts.Output != "table" && opts.Output != "json" {
 				return fmt.Errorf("-o %q: must be table or json", opts.Output)
 			}
+			h, err := load.ParseHeaders(opts.Headers)
+			if err != nil {
+				return fmt.Errorf("--header: %w", err)
+			}
+			opts.Config.Headers = h
 			if runF != nil {
 				return runF(cmd.Context(), opts)
 			}
@@ -103,6 +114,7 @@ multi-turn (--families conversations of --turns turns resending their history).`
 	fl.IntVar(&c.MaxTokens, "max-tokens", c.MaxTokens, "tokens per answer (sent with ignore_eos, so exact)")
 	fl.BoolVar(&c.Stream, "stream", c.Stream, "stream answers (needed for TTFT and inter-token latency)")
 	fl.DurationVar(&c.RequestTimeout, "timeout", 60*time.Second, "limit of each request")
+	fl.StringArrayVarP(&opts.Headers, "header", "H", nil, "extra request header \"Name: value\" (repeatable), e.g. x-gateway-inference-objective")
 	fl.BoolVar(&opts.NoPodShare, "no-pod-share", false, "do not read the pods' counters")
 	fl.StringVarP(&opts.Output, "output", "o", "", "output format: table (default) or json")
 	return cmd

@@ -33,6 +33,11 @@ func TestFlags(t *testing.T) {
 		}},
 		{args: []string{"--rate", "5", "--concurrency", "3"}, err: "exclude each other"},
 		{args: []string{"-o", "yaml"}, err: "must be table or json"},
+		{args: []string{"-H", "x-gateway-inference-objective: batch", "--header", "X-Trace: 1"}, check: func(o *Options) bool {
+			return o.Config.Headers.Get("X-Gateway-Inference-Objective") == "batch" && o.Config.Headers.Get("X-Trace") == "1"
+		}},
+		{args: []string{"--header", "Authorization: Bearer x"}, err: "use --api-key"},
+		{args: []string{"--header", "nocolon"}, err: `want "Name: value"`},
 	} {
 		var got *Options
 		cmd := NewCmd(cmdutil.New(), func(_ context.Context, o *Options) error { got = o; return nil })
