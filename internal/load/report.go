@@ -197,6 +197,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 		for _, p := range r.Pods {
 			fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\n", p.Pod, p.Requests, 100*p.Share)
 		}
+		if note := r.otherTraffic(); note != "" {
+			fmt.Fprintln(tw, note)
+		}
 	}
 	return tw.Flush()
 }
@@ -225,4 +228,18 @@ func fmtMs(v float64) string {
 		return fmt.Sprintf("%.0fµs", v*1000)
 	}
 	return fmt.Sprintf("%.1fms", v)
+}
+
+// otherTraffic explains pod counts well above this run's successes: the pods' counters see
+// every request they served in the window, this run's or not (another load, the dashboard's).
+func (r *Report) otherTraffic() string {
+	var total float64
+	for _, p := range r.Pods {
+		total += p.Requests
+	}
+	ok := float64(r.Succeeded)
+	if total-ok < 2 || total < 1.05*ok {
+		return ""
+	}
+	return fmt.Sprintf("(the pods served %.0f requests in the window, %d of them this run's: other traffic reached them)", total, r.Succeeded)
 }
