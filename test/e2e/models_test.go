@@ -14,8 +14,6 @@ import (
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -50,14 +48,9 @@ func podReady(p *corev1.Pod) bool {
 // successByModel scrapes a pod's simulator through the API server's pod proxy and returns
 // vllm:request_success_total summed per model_name.
 func successByModel(ctx context.Context, cs kubernetes.Interface, pod string) (map[string]float64, error) {
-	raw, err := cs.CoreV1().Pods(models.DefaultNamespace).ProxyGet("http", pod, "5000", "/metrics", nil).DoRaw(ctx)
+	families, err := podFamilies(ctx, cs, models.DefaultNamespace, pod, "5000")
 	if err != nil {
 		return nil, err
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
-	if err != nil {
-		return nil, fmt.Errorf("parsing metrics of %s: %w", pod, err)
 	}
 	out := map[string]float64{}
 	fam := families["vllm:request_success_total"]
