@@ -38,7 +38,7 @@ type flags struct {
 
 // NewCommand returns `stackd epp`.
 func NewCommand() *cobra.Command {
-	f := flags{grpcPort: 9002, healthPort: 9003, metricsPort: 9090, poolGroup: "inference.networking.k8s.io",
+	f := flags{grpcPort: 9002, healthPort: 9003, metricsPort: 9090, poolGroup: objective.DefaultPoolGroup,
 		refresh: 50 * time.Millisecond, staleness: 2 * time.Second, secureServing: true}
 	cmd := &cobra.Command{
 		Use:   "epp",

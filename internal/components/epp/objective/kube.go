@@ -48,7 +48,7 @@ func (w *Watcher) Run(ctx context.Context, store *Store) error {
 		group = DefaultPoolGroup
 	}
 	warned := false
-	for !w.served() {
+	for !w.served(log) {
 		if !warned {
 			log.Info("InferenceObjective CRD not served; every request gets priority 0 until it is",
 				"resource", GVR.String(), "recheck", every.String())
@@ -100,11 +100,11 @@ func (w *Watcher) Run(ctx context.Context, store *Store) error {
 }
 
 // served reports whether the API server serves InferenceObjectives.
-func (w *Watcher) served() bool {
+func (w *Watcher) served(log *slog.Logger) bool {
 	list, err := w.Discovery.ServerResourcesForGroupVersion(GVR.GroupVersion().String())
 	if err != nil {
 		if !apierrors.IsNotFound(err) {
-			slog.Debug("discovery of InferenceObjective", "error", err.Error())
+			log.Debug("discovery of InferenceObjective", "error", err.Error())
 		}
 		return false
 	}
